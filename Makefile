@@ -1,0 +1,41 @@
+# Every target sets itself up: `make fit` and `make test` work on a fresh clone.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+CONFIG  ?= configs/default.yaml
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup fit test test-fast tensorboard lint format clean
+
+setup: $(STAMP)
+
+# Re-install only when the dependency lists change, so a second `make setup` takes a moment.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+fit: setup
+	$(BIN)/python -m proj fit --config $(CONFIG)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+tensorboard: setup
+	$(BIN)/tensorboard --logdir logs
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf logs lightning_logs .pytest_cache .ruff_cache build dist src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

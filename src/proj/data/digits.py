@@ -1,0 +1,16 @@
+"""scikit-learn's bundled handwritten digits: 1797 real 8x8 grey images of 10 classes, no download."""
+
+import numpy as np
+from sklearn.datasets import load_digits
+
+from proj.data.base import ArrayDataModule
+
+
+class DigitsDataModule(ArrayDataModule):
+    num_classes = 10
+    input_shape = (1, 8, 8)
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        digits = load_digits()
+        # Pixel values are 0..16; keep them as float and let standardisation scale them.
+        return digits.images.astype(np.float32)[:, None], digits.target.astype(np.int64)

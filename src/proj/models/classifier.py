@@ -1,0 +1,119 @@
+"""A generic image / tabular classifier: any net from `proj.nets` (or yours), cross-entropy, torchmetrics."""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from proj.optim import OptimConfig, configure_stage, l1_penalty, parse_stages, stage_at
+
+# A net is built by the model from facts of the data: `net(input_shape, num_classes)`. In YAML it is a
+# class_path whose other init_args are given there (e.g. proj.nets.SmallCNN with widths, dropout).
+NetFactory = Callable[[tuple[int, ...], int], nn.Module]
+
+
+def classification_metrics(num_classes: int, prefix: str, auroc_thresholds: int | None) -> MetricCollection:
+    """Accuracy, macro precision / recall / F1 and macro one-vs-rest ROC-AUC."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "precision": MulticlassPrecision(num_classes, average="macro"),
+            "recall": MulticlassRecall(num_classes, average="macro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+            "auroc": MulticlassAUROC(num_classes, average="macro", thresholds=auroc_thresholds),
+        },
+        prefix=prefix,
+    )
+
+
+class Classifier(L.LightningModule):
+    """Classifies inputs into `num_classes`; `num_classes` and `input_shape` are linked from the data."""
+
+    def __init__(
+        self,
+        net: NetFactory,
+        num_classes: int,
+        input_shape: Sequence[int],
+        optim: OptimConfig | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = net(tuple(input_shape), num_classes)
+        self.optim = optim or OptimConfig()
+        self.stages = parse_stages(self.optim)  # a bad optim config fails here, before any training
+        self.stage = 0  # the stage whose optimizer is live; saved in checkpoints
+        self.built_stage: int | None = None
+        weight = torch.tensor(class_weights, dtype=torch.float) if class_weights else None
+        if weight is not None and len(weight) != num_classes:
+            raise ValueError(f"model.class_weights has {len(weight)} values for {num_classes} classes")
+        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+        # Training AUROC is binned so its memory stays constant however long the epoch.
+        self.train_metrics = classification_metrics(num_classes, "train/", auroc_thresholds=100)
+        self.val_metrics = classification_metrics(num_classes, "val/", auroc_thresholds=None)
+        self.test_metrics = classification_metrics(num_classes, "test/", auroc_thresholds=None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss_fn(logits, y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        if self.optim.l1:
+            loss = loss + l1_penalty(self.net, self.optim)
+        self.train_metrics.update(logits.softmax(-1), y)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        return loss
+
+    def evaluate(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, prefix: str) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log(f"{prefix}loss", self.loss_fn(logits, y), prog_bar=prefix == "val/")
+        metrics.update(logits.softmax(-1), y)
+        self.log_dict(metrics, prog_bar=False)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.evaluate(batch, self.val_metrics, "val/")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.evaluate(batch, self.test_metrics, "test/")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Class probabilities for each input."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(-1)
+
+    # --- optimisation: stages of optimizer + schedule, see proj/optim.py ---------------------------------
+
+    def configure_optimizers(self) -> Any:
+        self.built_stage = self.stage
+        return configure_stage(self, self.optim, self.stages, self.stage)
+
+    def on_train_epoch_start(self) -> None:
+        wanted = stage_at(self.stages, self.current_epoch)
+        if wanted != self.stage:  # multi-stage: a new optimizer and schedule from this epoch on
+            self.stage = wanted
+            self.trainer.strategy.setup_optimizers(self.trainer)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["optim_stage"] = self.stage
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # On resume configure_optimizers may run before the epoch counter is restored, so the stage
+        # travels in the checkpoint; rebuild if the optimizers were already made for another stage.
+        self.stage = checkpoint.get("optim_stage", 0)
+        if self.built_stage is not None and self.built_stage != self.stage:
+            self.trainer.strategy.setup_optimizers(self.trainer)

@@ -1,0 +1,11 @@
+"""Plain torch networks. No Lightning in here: a net is built as `Net(input_shape, num_classes, **options)`.
+
+Every net names its parts `stem`, `body` and `head`, so parameter-group rules in the optim config
+(`pattern: "net.head.*"`) work the same whichever net is chosen.
+"""
+
+from proj.nets.cnn import SmallCNN
+from proj.nets.mlp import MLP
+from proj.nets.resnet import ResNet
+
+__all__ = ["MLP", "ResNet", "SmallCNN"]

@@ -1,0 +1,451 @@
+"""Optimizers, parameter groups and learning-rate schedules, built from a model's `optim` config.
+
+Every optimizer and scheduler is torch's own class (or Lightning's, or the user's), named by class_path.
+This file is only the glue that neither torch nor Lightning has: parameter groups, horizons filled from the
+trainer, a linear warmup, chains of schedulers, and multi-stage optimizer switching. Each rule below exists
+because the naive version silently trains with the wrong learning rate; DESIGN.md lists them.
+
+Stages are plain dicts, validated here rather than by jsonargparse, on purpose: jsonargparse merges a
+stacked config's stage into the previous file's stage field by field (and keeps shared init_args when a
+class_path changes), so `--config default.yaml --config optim/sgd_nesterov_step.yaml` would run SGD with
+AdamW's weight decay and warmup. As plain dicts, a later file's `stages` list replaces the earlier one whole.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import inspect
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.optim import LBFGS, Optimizer
+from torch.optim.lr_scheduler import (
+    CosineAnnealingWarmRestarts,
+    CyclicLR,
+    LambdaLR,
+    LinearLR,
+    LRScheduler,
+    OneCycleLR,
+    ReduceLROnPlateau,
+    SequentialLR,
+)
+
+if TYPE_CHECKING:
+    import lightning.pytorch as L
+
+# Arguments that give a scheduler's length; a 0 there means "the stage's length, in the scheduler's unit".
+HORIZON_ARGS = ("T_max", "total_steps", "total_iters")
+# These compute the lr from base_lr at every step, so a separate warmup factor is overwritten or makes the lr
+# overshoot; OneCycleLR and CyclicLR carry their own warm-up phase.
+NO_WARMUP = (LambdaLR, CosineAnnealingWarmRestarts, OneCycleLR, CyclicLR)
+# Where a class_path without a module is looked up, in order.
+SHORT_NAME_MODULES = ("torch.optim", "torch.optim.lr_scheduler", "lightning.pytorch.cli")
+AMP_PRECISIONS = ("16-mixed", "bf16-mixed", "16", "bf16", 16)
+
+
+@dataclass
+class OptimConfig:
+    """The model's `optim` argument: optimizer stages, parameter-group rules, L1 penalty.
+
+    stages: one dict per training stage (see `Stage` for its keys); several stages switch optimizer at
+        their `start_epoch`. Empty means AdamW with torch's defaults and no schedule.
+    groups: parameter-group rules `{pattern, lr_scale, weight_decay}`; the first pattern (fnmatch on the
+        parameter's name, e.g. "net.head.*") that matches a parameter decides its group.
+    no_decay_1d: no weight decay (and no L1) on biases, norm weights and every other 1-D parameter.
+    l1: weight of an L1 penalty `l1 * sum|w|` added to the training loss (optimizers only know L2).
+    """
+
+    # Bare `dict` on purpose: with dict[str, Any] jsonargparse expands nested class_path dicts itself.
+    stages: list[dict] = field(default_factory=list)
+    groups: list[dict] = field(default_factory=list)
+    no_decay_1d: bool = True
+    l1: float = 0.0
+
+
+@dataclass
+class GroupRule:
+    pattern: str
+    lr_scale: float = 1.0
+    weight_decay: float | None = None
+
+
+@dataclass
+class ClassSpec:
+    """A `{class_path, init_args}` dict, resolved and checked against the class's signature."""
+
+    cls: type
+    init_args: dict[str, Any]
+    where: str  # the config key, for error messages
+
+
+@dataclass
+class Stage:
+    """One stage of training: an optimizer, an optional schedule, from `start_epoch` on.
+
+    lr_scheduler: one scheduler, or a list of them run one after another (a chain, `SequentialLR`), the
+        next one starting at each of `milestones` (in `interval` units from the stage's start).
+    interval: "step" or "epoch": what the scheduler counts. Required with a scheduler, because the wrong
+        one silently does nothing useful (a cosine over 10 "steps" that are really epochs).
+    warmup_steps: a linear warmup over this many optimizer steps, composed with the scheduler.
+    """
+
+    optimizer: ClassSpec
+    schedulers: list[ClassSpec]
+    milestones: list[int]
+    interval: str | None
+    warmup_steps: int
+    warmup_start_factor: float
+    start_epoch: int
+    where: str
+
+
+STAGE_KEYS = (
+    "optimizer",
+    "lr_scheduler",
+    "milestones",
+    "interval",
+    "warmup_steps",
+    "warmup_start_factor",
+    "start_epoch",
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parsing and validation: everything that can be checked without a trainer is checked when the model is
+# built, so a bad config fails in seconds, not after the first epoch.
+
+
+def parse_stages(config: OptimConfig) -> list[Stage]:
+    raw = config.stages or [{"optimizer": {"class_path": "torch.optim.AdamW"}}]
+    stages = [parse_stage(d, f"optim.stages[{i}]") for i, d in enumerate(raw)]
+    if stages[0].start_epoch != 0:
+        raise ValueError(f"optim.stages[0].start_epoch={stages[0].start_epoch}: the first stage must start at 0")
+    for prev, cur in itertools.pairwise(stages):
+        if cur.start_epoch <= prev.start_epoch:
+            raise ValueError(
+                f"{cur.where}.start_epoch={cur.start_epoch} must be larger than the previous stage's "
+                f"({prev.start_epoch}): stages run in order"
+            )
+    if config.groups and any(issubclass(s.optimizer.cls, LBFGS) for s in stages):
+        raise ValueError(
+            "optim.groups is set but a stage uses torch.optim.LBFGS, which accepts one parameter group only: "
+            "remove optim.groups"
+        )
+    parse_groups(config.groups)
+    if config.l1 < 0:
+        raise ValueError(f"optim.l1={config.l1} must be >= 0")
+    return stages
+
+
+def parse_stage(d: Any, where: str) -> Stage:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where} must be a mapping with keys {', '.join(STAGE_KEYS)}; got {d!r}")
+    check_keys(d, STAGE_KEYS, where)
+    if "optimizer" not in d:
+        raise ValueError(f"{where}.optimizer is missing: give {{class_path: torch.optim.AdamW, init_args: ...}}")
+    optimizer = parse_class(d["optimizer"], f"{where}.optimizer", Optimizer)
+    sched = d.get("lr_scheduler")
+    chain = isinstance(sched, list)
+    sched_list = sched if chain else ([sched] if sched else [])
+    schedulers = [
+        parse_class(s, f"{where}.lr_scheduler" + (f"[{i}]" if chain else ""), (LRScheduler, ReduceLROnPlateau))
+        for i, s in enumerate(sched_list)
+    ]
+    stage = Stage(
+        optimizer=optimizer,
+        schedulers=schedulers,
+        milestones=list(d.get("milestones", [])),
+        interval=d.get("interval"),
+        warmup_steps=typed(d, "warmup_steps", int, 0, where),
+        warmup_start_factor=typed(d, "warmup_start_factor", float, 0.01, where),
+        start_epoch=typed(d, "start_epoch", int, 0, where),
+        where=where,
+    )
+    check_stage(stage, chain)
+    return stage
+
+
+def check_stage(stage: Stage, chain: bool) -> None:
+    where = stage.where
+    if stage.schedulers and stage.interval not in ("step", "epoch"):
+        raise ValueError(
+            f"{where}.interval={stage.interval!r}: set it to 'step' or 'epoch', the unit in which "
+            f"{stage.schedulers[0].cls.__name__} counts (its horizon and its milestones)"
+        )
+    if chain:
+        if len(stage.milestones) != len(stage.schedulers) - 1 or stage.milestones != sorted(stage.milestones):
+            raise ValueError(
+                f"{where}.milestones={stage.milestones}: a chain of {len(stage.schedulers)} schedulers needs "
+                f"{len(stage.schedulers) - 1} increasing milestones (when each next scheduler starts)"
+            )
+        for spec in stage.schedulers:
+            if issubclass(spec.cls, ReduceLROnPlateau):
+                raise ValueError(f"{spec.where}: ReduceLROnPlateau cannot be part of a chain (SequentialLR)")
+    elif stage.milestones:
+        raise ValueError(f"{where}.milestones is only used with a list of schedulers (a chain)")
+    for spec in stage.schedulers:
+        if issubclass(spec.cls, ReduceLROnPlateau) and not hasattr_init(spec.cls, "monitor"):
+            raise ValueError(
+                f"{spec.where}: torch's ReduceLROnPlateau does not say which metric to watch; use "
+                "lightning.pytorch.cli.ReduceLROnPlateau with init_args.monitor (e.g. val/loss)"
+            )
+    if stage.warmup_steps < 0:
+        raise ValueError(f"{where}.warmup_steps={stage.warmup_steps} must be >= 0")
+    if stage.warmup_steps and (chain or any(issubclass(s.cls, NO_WARMUP) for s in stage.schedulers)):
+        name = "a chain of schedulers" if chain else stage.schedulers[0].cls.__name__
+        fix = (
+            "put a LinearLR first in the chain instead"
+            if chain
+            else "OneCycleLR and CyclicLR warm up by themselves (pct_start / step_size_up); otherwise drop one"
+        )
+        raise ValueError(
+            f"{where}.warmup_steps={stage.warmup_steps} does not compose with {name}: it sets the lr from the "
+            f"base lr at every step, so the warmup would be overwritten or overshoot. Set warmup_steps: 0; {fix}"
+        )
+    if not 0.0 < stage.warmup_start_factor <= 1.0:
+        raise ValueError(f"{where}.warmup_start_factor={stage.warmup_start_factor} must be in (0, 1]")
+
+
+def parse_groups(groups: list[dict[str, Any]]) -> list[GroupRule]:
+    names = [f.name for f in fields(GroupRule)]
+    rules = []
+    for i, g in enumerate(groups):
+        where = f"optim.groups[{i}]"
+        if not isinstance(g, dict) or "pattern" not in g:
+            raise ValueError(f"{where} must be a mapping with a 'pattern' key; got {g!r}")
+        check_keys(g, names, where)
+        rules.append(GroupRule(**g))
+    return rules
+
+
+def check_keys(d: dict[str, Any], known: tuple[str, ...] | list[str], where: str) -> None:
+    for key in d:
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), known, n=1)
+            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ValueError(f"{where}.{key}: unknown key{did_you_mean}; known keys: {', '.join(known)}")
+
+
+def typed(d: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+    value = d.get(key, default)
+    ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+    if not ok or isinstance(value, bool):
+        raise ValueError(f"{where}.{key}={value!r} must be {'a number' if kind is float else 'an integer'}")
+    return kind(value)
+
+
+def parse_class(spec: Any, where: str, base: type | tuple[type, ...]) -> ClassSpec:
+    if isinstance(spec, str):
+        spec = {"class_path": spec}
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ValueError(f"{where} must be {{class_path: ..., init_args: {{...}}}}; got {spec!r}")
+    check_keys(spec, ("class_path", "init_args"), where)
+    cls = import_class(spec["class_path"], f"{where}.class_path")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        kinds = base if isinstance(base, tuple) else (base,)
+        raise ValueError(
+            f"{where}.class_path={spec['class_path']!r} is not a subclass of " + " or ".join(k.__name__ for k in kinds)
+        )
+    init_args = dict(spec.get("init_args") or {})
+    params = init_parameters(cls)
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        for key in init_args:
+            if key not in params:
+                hint = difflib.get_close_matches(key, list(params), n=1)
+                did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ValueError(
+                    f"{where}.init_args.{key}: {cls.__name__} has no argument {key!r}{did_you_mean}; "
+                    f"it takes: {', '.join(params)}"
+                )
+    return ClassSpec(cls, init_args, where)
+
+
+def import_class(path: str, where: str) -> Any:
+    candidates = [path] if "." in path else [f"{m}.{path}" for m in SHORT_NAME_MODULES]
+    for candidate in candidates:
+        module_name, _, name = candidate.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError):
+            continue
+    raise ValueError(f"{where}={path!r} cannot be imported; write the full path, e.g. torch.optim.AdamW")
+
+
+def init_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword arguments of `cls`, without self and the first positional (params / optimizer)."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[2:]
+    return {p.name: p for p in params}
+
+
+def hasattr_init(cls: type, name: str) -> bool:
+    return name in init_parameters(cls)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building: called from configure_optimizers, once per stage.
+
+
+def stage_at(stages: list[Stage], epoch: int) -> int:
+    """Index of the stage that trains `epoch`."""
+    return max(i for i, s in enumerate(stages) if s.start_epoch <= epoch)
+
+
+def param_groups(model: nn.Module, config: OptimConfig, optimizer_cls: type) -> list[dict[str, Any]]:
+    """Fresh parameter-group dicts (torch mutates them: never reuse them for a second optimizer).
+
+    Each group carries an `lr_scale`, applied by `build_optimizer` once the optimizer has filled in its lr.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if issubclass(optimizer_cls, LBFGS):  # one group only, and it has no weight decay to split by
+        return [{"params": [p for _, p in named], "lr_scale": 1.0}]
+    rules = parse_groups(config.groups)
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    used = set()
+    for name, p in named:
+        rule_index = next((i for i, r in enumerate(rules) if fnmatch.fnmatchcase(name, r.pattern)), None)
+        rule = rules[rule_index] if rule_index is not None else GroupRule(pattern="*")
+        used.add(rule_index)
+        weight_decay = rule.weight_decay
+        if weight_decay is None and config.no_decay_1d and p.ndim <= 1:
+            weight_decay = 0.0
+        key = (rule_index, weight_decay)
+        if key not in groups:
+            label = rule.pattern.rstrip("*.") if rule_index is not None else "default"
+            label += "/no_decay" if weight_decay == 0.0 and rule.weight_decay is None else ""
+            groups[key] = {"params": [], "name": label, "lr_scale": rule.lr_scale}
+            if weight_decay is not None:
+                groups[key]["weight_decay"] = weight_decay
+        groups[key]["params"].append(p)
+    for i, rule in enumerate(rules):
+        if i not in used:
+            examples = ", ".join(n for n, _ in named[:4])
+            raise ValueError(
+                f"optim.groups[{i}].pattern={rule.pattern!r} matches no parameter (names look like: {examples})"
+            )
+    return list(groups.values())
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig, stage: Stage) -> Optimizer:
+    spec = stage.optimizer
+    try:
+        optimizer = spec.cls(param_groups(model, config, spec.cls), **spec.init_args)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{spec.where}: {spec.cls.__name__}({spec.init_args}) failed: {err}") from err
+    # Scale each group's lr before any scheduler exists: schedulers record `initial_lr` when created.
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * group.pop("lr_scale", 1.0)
+    return optimizer
+
+
+@dataclass
+class RunLength:
+    """How long each stage is, in epochs and optimizer steps, read from the trainer when first needed."""
+
+    trainer: L.Trainer
+    stages: list[Stage]
+
+    def of(self, index: int, interval: str, where: str) -> int:
+        stage = self.stages[index]
+        t = self.trainer
+        last = index == len(self.stages) - 1
+        end = None if last else self.stages[index + 1].start_epoch
+        if interval == "epoch":
+            if end is None and (t.max_epochs is None or t.max_epochs < 0):
+                self.unknown(where, "epoch", "trainer.max_epochs is not set")
+            return (end if end is not None else t.max_epochs) - stage.start_epoch
+        total = t.estimated_stepping_batches  # accounts for gradient accumulation and limit_train_batches
+        if total in (-1, float("inf")):
+            self.unknown(where, "step", "the training data has no length or max_epochs=-1 without max_steps")
+        if stage.start_epoch == 0 and last:
+            return int(total)
+        if t.num_training_batches == float("inf"):
+            self.unknown(where, "step", "the training data has no length, so epochs have no step count")
+        per_epoch = math.ceil(t.num_training_batches / t.accumulate_grad_batches)
+        if last:
+            return int(total) - stage.start_epoch * per_epoch
+        return (end - stage.start_epoch) * per_epoch
+
+    @staticmethod
+    def unknown(where: str, unit: str, reason: str) -> None:
+        raise ValueError(
+            f"{where}=0 asks for the stage's length in {unit}s, but it is unknown: {reason}. "
+            "Give the horizon explicitly or set trainer.max_epochs."
+        )
+
+
+def build_scheduler(optimizer: Optimizer, spec: ClassSpec, length: Callable[[str], int]) -> Any:
+    """Instantiate one scheduler, filling a horizon left at 0 with `length(where)`."""
+    init_args = dict(spec.init_args)
+    for arg in HORIZON_ARGS:
+        if arg in init_parameters(spec.cls) and init_args.get(arg) == 0:
+            init_args[arg] = length(f"{spec.where}.init_args.{arg}")
+    if issubclass(spec.cls, OneCycleLR) and init_args.get("total_steps") is None and not init_args.get("epochs"):
+        init_args["total_steps"] = length(f"{spec.where}.init_args.total_steps")
+    try:
+        return spec.cls(optimizer, **init_args)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{spec.where}: {spec.cls.__name__}({init_args}) failed: {err}") from err
+
+
+def build_schedulers(optimizer: Optimizer, stage: Stage, length: Callable[[str], int]) -> list[dict[str, Any]]:
+    """Lightning scheduler configs for one stage: the schedule (one scheduler or a chain), then the warmup.
+
+    The warmup is created last: SequentialLR resets the lr when it is built, which would undo a warmup
+    factor applied before it. Lightning steps the configs in this order.
+    """
+    configs = []
+    specs = stage.schedulers
+    if specs:
+        if len(specs) == 1:
+            main = build_scheduler(optimizer, specs[0], length)
+        else:  # a chain: each phase's horizon is the distance to the next milestone
+            bounds = [0, *stage.milestones]
+            phases = []
+            for i, spec in enumerate(specs):
+                phase_end = bounds[i + 1] if i + 1 < len(bounds) else None
+
+                def phase_length(where: str, start: int = bounds[i], end: int | None = phase_end) -> int:
+                    return (end if end is not None else length(where)) - start
+
+                phases.append(build_scheduler(optimizer, spec, phase_length))
+            main = SequentialLR(optimizer, phases, milestones=stage.milestones)
+        config = {"scheduler": main, "interval": stage.interval, "frequency": 1, "name": "lr"}
+        if isinstance(main, ReduceLROnPlateau):
+            config["monitor"] = main.monitor
+        configs.append(config)
+    if stage.warmup_steps:
+        warmup = LinearLR(optimizer, stage.warmup_start_factor, 1.0, total_iters=stage.warmup_steps)
+        configs.append({"scheduler": warmup, "interval": "step", "frequency": 1, "name": "lr"})
+    return configs
+
+
+def configure_stage(module: L.LightningModule, config: OptimConfig, stages: list[Stage], index: int) -> Any:
+    """What `configure_optimizers` returns for stage `index`: the optimizer and its scheduler configs."""
+    stage = stages[index]
+    trainer = module.trainer
+    if issubclass(stage.optimizer.cls, LBFGS) and trainer.precision in AMP_PRECISIONS:
+        raise ValueError(
+            f"{stage.optimizer.where}: torch.optim.LBFGS does not work with trainer.precision="
+            f"{trainer.precision!r} (mixed precision cannot scale its closure); use precision 32-true"
+        )
+    optimizer = build_optimizer(module, config, stage)
+    run = RunLength(trainer, stages)
+
+    def length(where: str) -> int:
+        return run.of(index, stage.interval or "step", where)
+
+    schedulers = build_schedulers(optimizer, stage, length)
+    return [optimizer], schedulers
+
+
+def l1_penalty(model: nn.Module, config: OptimConfig) -> torch.Tensor:
+    """`l1 * sum|w|` over the parameters that also get weight decay (not biases / norms with no_decay_1d)."""
+    weights = [p for p in model.parameters() if p.requires_grad and not (config.no_decay_1d and p.ndim <= 1)]
+    return config.l1 * sum(p.abs().sum() for p in weights)
