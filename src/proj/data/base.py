@@ -100,7 +100,11 @@ class ArrayDataModule(L.LightningDataModule):
         return {"mean": self.mean, "std": self.std}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning restores this after `setup` has run: rebuild the splits with the saved statistics.
         self.mean, self.std = state_dict["mean"], state_dict["std"]
+        if self.splits:
+            self.splits = {}
+            self.setup()
 
 
 def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:

@@ -1,0 +1,47 @@
+"""Shared fixtures: in-process CLI runs inside a temporary working directory, and one default run per session."""
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+DEFAULT = str(CONFIGS / "default.yaml")
+
+# A short run: few batches, no progress bar. Enough to check numbers, not to train well.
+QUICK = [
+    "--trainer.max_epochs=2",
+    "--trainer.limit_train_batches=3",
+    "--trainer.limit_val_batches=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+def cli(*args: str, run: bool = True):
+    """Run the real CLI in-process (the same object `python -m proj` builds)."""
+    from proj.cli import main
+
+    return main(list(args), run=run)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Run inside an empty directory so that logs/ lands there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """`python -m proj fit --config configs/default.yaml`, run once for every test that reads its results."""
+    import os
+
+    workdir = tmp_path_factory.mktemp("default_run")
+    old = os.getcwd()
+    os.chdir(workdir)
+    try:
+        result = cli("fit", "--config", DEFAULT, "--trainer.enable_progress_bar=false")
+    finally:
+        os.chdir(old)
+    return workdir, result

@@ -1,0 +1,74 @@
+"""The default run: accuracy on held-out digits, the run directory, and what TensorBoard shows."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import DEFAULT, QUICK, cli
+from proj.models import Classifier
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_config_reaches_98_5_percent_on_the_test_split(default_run):
+    _, result = default_run
+    metrics = result.trainer.callback_metrics
+    # fit ends by testing the best checkpoint: these are test-split numbers, not validation ones.
+    assert float(metrics["test/acc"]) >= 0.985
+    for name in ("test/precision", "test/recall", "test/f1", "test/auroc"):
+        assert float(metrics[name]) >= 0.97, name
+
+
+def test_one_run_directory_holds_config_checkpoints_and_events(default_run):
+    workdir, _ = default_run
+    run_dir = workdir / "logs" / "default" / "version_0"
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "checkpoints").glob("best-*.ckpt"))
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert "num_classes" not in config["model"]["init_args"]  # linked from the data, never written twice
+    # The checkpoint alone rebuilds the model (the linked values are in its hyper-parameters).
+    best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
+    model = Classifier.load_from_checkpoint(best)
+    assert model.hparams.num_classes == 10 and tuple(model.hparams.input_shape) == (1, 8, 8)
+    assert [p.name for p in (workdir / "logs" / "default").iterdir()] == ["version_0"]
+
+
+def test_tensorboard_has_losses_metrics_and_learning_rate(default_run):
+    workdir, _ = default_run
+    events = EventAccumulator(str(workdir / "logs" / "default" / "version_0")).Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/f1", "val/auroc"):
+        assert tag in tags, f"{tag} missing from {sorted(tags)}"
+    lr_tags = [t for t in tags if t.startswith("lr/")]
+    assert lr_tags, sorted(tags)
+    lrs = [e.value for e in events.Scalars(lr_tags[0])]
+    assert max(lrs) == pytest.approx(3e-3, rel=0.05)  # the warmup reached the configured lr
+    assert lrs[-1] < 1e-4  # and the cosine brought it down
+
+
+def test_running_the_same_command_twice_makes_a_new_version(in_tmp):
+    for _ in range(2):
+        cli("fit", "--config", DEFAULT, *QUICK, "--test_after_fit=false")
+    versions = sorted(p.name for p in (in_tmp / "logs" / "default").iterdir())
+    assert versions == ["version_0", "version_1"]
+    assert all((in_tmp / "logs" / "default" / v / "config.yaml").is_file() for v in versions)
+
+
+def test_print_config_round_trips_to_the_same_run(in_tmp, capsys):
+    args = [*QUICK, "--seed_everything=7", "--test_after_fit=false"]
+    with pytest.raises(SystemExit):
+        cli("fit", "--config", DEFAULT, *args, "--print_config")
+    printed = capsys.readouterr().out
+    saved = Path(in_tmp / "printed.yaml")
+    saved.write_text(printed)
+
+    first = cli("fit", "--config", DEFAULT, *args)
+    second = cli("fit", "--config", str(saved))
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].equal(b[key]), key

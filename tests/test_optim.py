@@ -1,0 +1,179 @@
+"""Parameter groups, the L1 penalty, and config errors raised before any training."""
+
+import pytest
+import torch
+
+from conftest import CONFIGS, DEFAULT, QUICK, cli
+from proj.models import Classifier
+from proj.nets import SmallCNN
+from proj.optim import OptimConfig
+
+ADAMW = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.01, "weight_decay": 0.1}}
+
+
+def model(**optim) -> Classifier:
+    stages = optim.pop("stages", [{"optimizer": ADAMW}])
+    return Classifier(SmallCNN, num_classes=10, input_shape=(1, 8, 8), optim=OptimConfig(stages=stages, **optim))
+
+
+def optimizer_of(m: Classifier) -> torch.optim.Optimizer:
+    class FakeTrainer:  # configure_optimizers only reads the precision when no horizon is left at 0
+        precision = "32-true"
+
+    m.trainer = FakeTrainer()  # type: ignore[assignment]
+    (opt,), _ = m.configure_optimizers()
+    return opt
+
+
+def group_of(opt: torch.optim.Optimizer, param: torch.nn.Parameter) -> dict:
+    return next(g for g in opt.param_groups if any(p is param for p in g["params"]))
+
+
+def test_biases_and_norm_weights_get_no_weight_decay():
+    m = model()
+    opt = optimizer_of(m)
+    for name, p in m.named_parameters():
+        expected = 0.0 if p.ndim <= 1 else 0.1
+        assert group_of(opt, p)["weight_decay"] == expected, name
+    bn = m.net.stem[1]
+    assert isinstance(bn, torch.nn.BatchNorm2d) and group_of(opt, bn.weight)["weight_decay"] == 0.0
+
+
+def test_group_rules_scale_lr_and_set_weight_decay_first_match_wins():
+    rules = [
+        {"pattern": "net.stem.*", "lr_scale": 0.1},
+        {"pattern": "net.head.*", "weight_decay": 0.5, "lr_scale": 2.0},
+        {"pattern": "net.*", "lr_scale": 3.0},  # would also match stem and head: first match wins
+    ]
+    m = model(groups=rules)
+    opt = optimizer_of(m)
+    stem_w, head_w = m.net.stem[0].weight, m.net.head[3].weight
+    body_w = m.net.body[0][0].weight
+    assert group_of(opt, stem_w)["lr"] == pytest.approx(0.001)
+    assert group_of(opt, stem_w)["weight_decay"] == 0.1
+    assert group_of(opt, m.net.stem[1].bias)["weight_decay"] == 0.0  # 1-D: no decay inside a rule too
+    assert group_of(opt, head_w)["lr"] == pytest.approx(0.02)
+    assert group_of(opt, head_w)["weight_decay"] == 0.5
+    assert group_of(opt, m.net.head[3].bias)["weight_decay"] == 0.5  # the rule's explicit value wins
+    assert group_of(opt, body_w)["lr"] == pytest.approx(0.03)
+    # every parameter is in exactly one group
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(m.parameters()))
+
+
+def test_a_second_optimizer_does_not_inherit_the_first_ones_scaled_lr():
+    m = model(groups=[{"pattern": "net.stem.*", "lr_scale": 0.1}])
+    first, second = optimizer_of(m), optimizer_of(m)
+    assert group_of(second, m.net.stem[0].weight)["lr"] == pytest.approx(0.001)
+    assert first is not second
+
+
+def test_a_group_pattern_that_matches_nothing_is_an_error():
+    with pytest.raises(ValueError, match=r"optim.groups\[0\].pattern='net.stm.\*' matches no parameter"):
+        optimizer_of(model(groups=[{"pattern": "net.stm.*", "lr_scale": 0.1}]))
+
+
+def test_l1_adds_exactly_l1_times_the_sum_of_absolute_weights():
+    torch.manual_seed(0)
+    plain, penalised = model(), model(l1=1e-3)
+    penalised.load_state_dict(plain.state_dict())
+    plain.eval(), penalised.eval()  # no dropout noise, BatchNorm uses running stats: same forward twice
+    batch = (torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)))
+    difference = penalised.training_step(batch, 0) - plain.training_step(batch, 0)
+    weights = [p for p in plain.net.parameters() if p.ndim > 1]  # biases / norm weights excluded (no_decay_1d)
+    expected = 1e-3 * sum(p.abs().sum() for p in weights)
+    assert difference.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert expected.item() > 0
+
+
+# --- errors: each raised before training, naming the key and the fix ------------------------------------
+
+
+def cli_error(capsys, *args: str) -> str:
+    """Run the CLI and return the error text, wherever it was reported (exception or parser message)."""
+    with pytest.raises((SystemExit, ValueError)) as info:
+        cli("fit", "--config", DEFAULT, *QUICK, *args)
+    return str(info.value) + capsys.readouterr().err
+
+
+def write(tmp, text: str) -> str:
+    path = tmp / "override.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+SGD = "        - optimizer: {class_path: torch.optim.SGD, init_args: {lr: 0.1}}\n"
+
+
+def stage_yaml(stage: str) -> str:
+    return "model:\n  init_args:\n    optim:\n      stages:\n" + stage
+
+
+def test_misspelled_top_level_key_is_named(in_tmp, capsys):
+    err = cli_error(capsys, "--model.init_args.label_smothing=0.1")
+    assert "label_smothing" in err
+    assert not (in_tmp / "logs").exists()  # nothing started
+
+
+def test_misspelled_stage_key_is_named_with_a_suggestion(in_tmp, capsys):
+    yaml = stage_yaml(SGD + "          warmup_step: 5\n")
+    err = cli_error(capsys, "--config", write(in_tmp, yaml))
+    assert "optim.stages[0].warmup_step: unknown key (did you mean 'warmup_steps'?)" in err
+
+
+def test_misspelled_optimizer_argument_is_named(in_tmp, capsys):
+    yaml = stage_yaml("        - optimizer: {class_path: torch.optim.SGD, init_args: {lr: 0.1, momentun: 0.9}}\n")
+    err = cli_error(capsys, "--config", write(in_tmp, yaml))
+    assert "optim.stages[0].optimizer.init_args.momentun: SGD has no argument 'momentun'" in err
+    assert "did you mean 'momentum'?" in err
+
+
+def test_wrong_type_is_named(in_tmp, capsys):
+    err = cli_error(capsys, "--trainer.max_epochs=ten")
+    assert "trainer.max_epochs" in err and "ten" in err
+    yaml = stage_yaml(SGD + "          warmup_steps: ten\n")
+    err = cli_error(capsys, "--config", write(in_tmp, yaml))
+    assert "optim.stages[0].warmup_steps='ten' must be an integer" in err
+
+
+def test_warmup_with_onecycle_is_refused(in_tmp, capsys):
+    yaml = stage_yaml(
+        SGD + "          lr_scheduler:\n"
+        "            {class_path: torch.optim.lr_scheduler.OneCycleLR, init_args: {max_lr: 0.1, total_steps: 0}}\n"
+        "          interval: step\n"
+        "          warmup_steps: 10\n"
+    )
+    err = cli_error(capsys, "--config", write(in_tmp, yaml))
+    assert "optim.stages[0].warmup_steps=10 does not compose with OneCycleLR" in err
+    assert "pct_start" in err  # the fix: OneCycle's own warm-up
+
+
+def test_a_scheduler_without_interval_is_refused(in_tmp, capsys):
+    yaml = stage_yaml(
+        SGD + "          lr_scheduler: {class_path: torch.optim.lr_scheduler.StepLR, init_args: {step_size: 3}}\n"
+    )
+    err = cli_error(capsys, "--config", write(in_tmp, yaml))
+    assert "optim.stages[0].interval=None: set it to 'step' or 'epoch'" in err
+
+
+def fit_error(in_tmp, *args: str) -> tuple[str, object]:
+    """Errors found once the trainer exists (in configure_optimizers): still before the first batch."""
+    result = cli("--config", DEFAULT, *QUICK, *args, run=False)
+    with pytest.raises(ValueError) as info:
+        result.trainer.fit(result.model, datamodule=result.datamodule)
+    assert result.trainer.global_step == 0
+    return str(info.value), result
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_lbfgs_with_mixed_precision_is_refused(in_tmp, precision):
+    err, _ = fit_error(in_tmp, "--config", str(CONFIGS / "optim" / "lbfgs.yaml"), f"--trainer.precision={precision}")
+    # On a CPU Lightning turns 16-mixed into bf16-mixed; the message names the precision in force.
+    assert "torch.optim.LBFGS does not work with trainer.precision='" in err and "-mixed'" in err
+    assert "optim.stages[0].optimizer" in err
+
+
+def test_step_schedule_with_unknown_horizon_is_refused(in_tmp):
+    # max_epochs=-1 without max_steps: the run has no known length, so T_max=0 cannot be filled.
+    err, _ = fit_error(in_tmp, "--trainer.max_epochs=-1")
+    assert "optim.stages[0].lr_scheduler.init_args.T_max=0 asks for the stage's length in steps" in err
+    assert "Give the horizon explicitly" in err
