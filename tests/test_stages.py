@@ -3,7 +3,7 @@
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from conftest import DEFAULT, QUICK, cli
+from conftest import CONFIGS, DEFAULT, QUICK, cli
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +70,16 @@ def test_resume_from_after_the_switch_restores_the_sgd_state(stages_yaml, in_tmp
     resumed = fit(stages_yaml, epochs=4, ckpt_path=last_ckpt(in_tmp, 0))
     assert resumed.seen == {3: "SGD"}
     assert resumed.momentum_restored  # SGD was rebuilt before its state was loaded into it
+
+
+def test_resume_with_a_longer_run_warns_that_the_schedule_keeps_its_horizon(in_tmp):
+    cli("fit", "--config", DEFAULT, *QUICK, "--test_after_fit=false")  # cosine planned over 2 epochs x 3 steps
+    with pytest.warns(UserWarning, match=r"CosineAnnealingLR keeps T_max=6 from its checkpoint.*would give 9"):
+        fit(DEFAULT, epochs=3, ckpt_path=last_ckpt(in_tmp, 0))
+
+
+def test_resume_of_onecycle_with_a_longer_run_fails_before_training(in_tmp):
+    onecycle = str(CONFIGS / "optim" / "sgd_onecycle.yaml")
+    cli("fit", "--config", DEFAULT, "--config", onecycle, *QUICK, "--test_after_fit=false")
+    with pytest.raises(ValueError, match=r"OneCycleLR keeps total_steps=6 .* would fail at step 7"):
+        fit(onecycle, epochs=3, ckpt_path=last_ckpt(in_tmp, 0))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.optim import LBFGS, Optimizer
 from torch.optim.lr_scheduler import (
@@ -443,6 +444,32 @@ def configure_stage(module: L.LightningModule, config: OptimConfig, stages: list
 
     schedulers = build_schedulers(optimizer, stage, length)
     return [optimizer], schedulers
+
+
+def horizons(schedulers: list[Any]) -> dict[tuple[int, int, str], tuple[str, Any]]:
+    """The horizon of every scheduler (and every phase of a chain), keyed by position, to spot a resume."""
+    found = {}
+    for i, scheduler in enumerate(schedulers):
+        for j, sub in enumerate(getattr(scheduler, "_schedulers", [scheduler])):
+            for arg in HORIZON_ARGS:
+                if hasattr(sub, arg):
+                    found[(i, j, arg)] = (type(sub).__name__, getattr(sub, arg))
+    return found
+
+
+def check_resumed_horizons(planned: dict, restored: dict) -> None:
+    """A resumed scheduler keeps the horizon saved in its checkpoint, whatever max_epochs is now."""
+    for key, (name, wanted) in planned.items():
+        kept = restored.get(key, (name, wanted))[1]
+        if kept == wanted:
+            continue
+        message = (
+            f"The resumed {name} keeps {key[2]}={kept} from its checkpoint; this run's length would give "
+            f"{wanted}. The schedule does not stretch to a new max_epochs on resume."
+        )
+        if name == "OneCycleLR" and kept < wanted:  # torch raises once it steps past total_steps
+            raise ValueError(message + " OneCycleLR would fail at step " + f"{kept + 1}: keep max_epochs as it was.")
+        rank_zero_warn(message + " Start a new run from the weights to plan a longer schedule.")
 
 
 def l1_penalty(model: nn.Module, config: OptimConfig) -> torch.Tensor:

@@ -15,7 +15,15 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from proj.optim import OptimConfig, configure_stage, l1_penalty, parse_stages, stage_at
+from proj.optim import (
+    OptimConfig,
+    check_resumed_horizons,
+    configure_stage,
+    horizons,
+    l1_penalty,
+    parse_stages,
+    stage_at,
+)
 
 # A net is built by the model from facts of the data: `net(input_shape, num_classes)`. In YAML it is a
 # class_path whose other init_args are given there (e.g. proj.nets.SmallCNN with widths, dropout).
@@ -55,6 +63,7 @@ class Classifier(L.LightningModule):
         self.stages = parse_stages(self.optim)  # a bad optim config fails here, before any training
         self.stage = 0  # the stage whose optimizer is live; saved in checkpoints
         self.built_stage: int | None = None
+        self.planned_horizons: dict = {}
         weight = torch.tensor(class_weights, dtype=torch.float) if class_weights else None
         if weight is not None and len(weight) != num_classes:
             raise ValueError(f"model.class_weights has {len(weight)} values for {num_classes} classes")
@@ -100,7 +109,15 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         self.built_stage = self.stage
-        return configure_stage(self, self.optim, self.stages, self.stage)
+        optimizers, schedulers = configure_stage(self, self.optim, self.stages, self.stage)
+        self.planned_horizons = horizons([c["scheduler"] for c in schedulers])
+        return optimizers, schedulers
+
+    def on_train_start(self) -> None:
+        # After a resume the schedulers hold their saved state: say so if their horizon differs from the plan.
+        check_resumed_horizons(
+            self.planned_horizons, horizons([c.scheduler for c in self.trainer.lr_scheduler_configs])
+        )
 
     def on_train_epoch_start(self) -> None:
         wanted = stage_at(self.stages, self.current_epoch)
