@@ -6,8 +6,9 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import DEFAULT, QUICK, cli
 from proj.models import Classifier
+
+from conftest import DEFAULT, QUICK, cli
 
 pytestmark = pytest.mark.slow
 

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from conftest import CONFIGS, DEFAULT, QUICK, cli
 from proj.models import Classifier
 from proj.nets import SmallCNN
 from proj.optim import OptimConfig
+
+from conftest import CONFIGS, DEFAULT, QUICK, cli
 
 ADAMW = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.01, "weight_decay": 0.1}}
 

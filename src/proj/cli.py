@@ -20,6 +20,8 @@ class ProjCLI(LightningCLI):
         # Facts of the data are linked into the model, never written twice in YAML.
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
+        # Loss weights for imbalanced classes are a property of the data (data.class_weights: balanced).
+        parser.link_arguments("data.class_weights", "model.init_args.loss_weights", apply_on="instantiate")
         parser.add_argument(
             "--test_after_fit",
             type=bool,

@@ -1,6 +1,18 @@
 """LightningDataModules. `base.py` holds what every dataset shares; one file per dataset reads its samples."""
 
 from proj.data.base import ArrayDataModule
+from proj.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from proj.data.digits import DigitsDataModule
+from proj.data.image_folder import ImageFolderDataModule
+from proj.data.imbalanced_digits import ImbalancedDigitsDataModule
+from proj.data.tabular import CSVDataModule
 
-__all__ = ["ArrayDataModule", "DigitsDataModule"]
+__all__ = [
+    "ArrayDataModule",
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
+    "CSVDataModule",
+    "DigitsDataModule",
+    "ImageFolderDataModule",
+    "ImbalancedDigitsDataModule",
+]

@@ -1,24 +1,51 @@
-"""What every DataModule shares: seeded stratified splits, standardisation from the training split, loaders.
+"""What every DataModule shares: seeded stratified splits, standardisation, resampling, augmentation, loaders.
 
-A dataset subclass only implements `load_arrays()` (all samples as arrays) and declares `num_classes`
-and `input_shape`, which the CLI links into the model so they are never written twice in YAML.
+A dataset subclass only says how to read its samples (`load_arrays`, optionally `load_test_arrays` for a
+fixed test set) and declares `num_classes` and `input_shape`, which the CLI links into the model so they are
+never written twice in YAML.
+
+The splits hold raw values (uint8 images stay uint8: four times less memory, cheaper to load). Everything
+else happens batched on the training device in `on_after_batch_transfer`: scaling to [0, 1], augmentation
+and MixUp / CutMix (training batches only), then standardisation with statistics of the training split.
 """
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as L
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from proj.data.augment import BatchMix
+from proj.data.sampling import ClassBalancedSampler, SamplerMode, balanced_class_weights
+
+Arrays = tuple[np.ndarray | Tensor, np.ndarray | Tensor]
 
 
 class ArrayDataModule(L.LightningDataModule):
-    """A dataset small enough to hold as arrays: split once in `setup`, standardised, served by DataLoaders."""
+    """A labelled dataset held as tensors: split once in `setup`, served by DataLoaders.
+
+    Args:
+        batch_size: samples per batch and per device (the global batch is batch_size x devices x nodes).
+        num_workers, pin_memory, persistent_workers: DataLoader settings. In-memory data needs no workers.
+        val_fraction, test_fraction: shares of the data for validation and test (test_fraction is ignored
+            by datasets with a fixed test set, such as CIFAR).
+        split_seed: seed of the stratified split (and of the resampling sampler).
+        standardize: subtract the mean and divide by the std of each channel / feature of the training split.
+        sampler: none | oversample | undersample | balanced: rebalance classes in each training epoch.
+        class_weights: none | balanced | one weight per class: the model's loss weights (linked into it).
+        augment: kornia augmentations (class_path list), applied to training batches on their device.
+        mixup_alpha, cutmix_alpha: > 0 turns MixUp / CutMix on (Beta(alpha, alpha)); targets become soft.
+        mix_prob: the probability that a training sample is mixed.
+    """
 
     num_classes: int
     input_shape: tuple[int, ...]
+    # Multiplies raw values before augmentation so images lie in [0, 1] (kornia's colour ops expect that).
+    scale: float = 1.0
 
     def __init__(
         self,
@@ -28,64 +55,117 @@ class ArrayDataModule(L.LightningDataModule):
         test_fraction: float = 0.2,
         split_seed: int = 0,
         standardize: bool = True,
+        sampler: SamplerMode = "none",
+        class_weights: Literal["none", "balanced"] | list[float] = "none",
+        augment: list[nn.Module] | None = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mix_prob: float = 1.0,
         pin_memory: bool = False,
+        persistent_workers: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 < value < 1.0:
                 raise ValueError(f"data.{name}={value} must lie strictly between 0 and 1")
         if val_fraction + test_fraction >= 1.0:
-            raise ValueError(
-                f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no training data"
-            )
-        self.save_hyperparameters()
+            raise ValueError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no data")
+        if sampler not in ("none", "oversample", "undersample", "balanced"):
+            raise ValueError(f"data.sampler={sampler!r}: expected none, oversample, undersample or balanced")
+        self.save_hyperparameters(ignore=["augment"])
         self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        # Standardisation statistics (per channel), computed from the training split in `setup` and saved
-        # in checkpoints (state_dict) so that test / predict / export use the same values.
-        self.mean: list[float] | None = None
-        self.std: list[float] | None = None
+        self.augment = nn.Sequential(*augment) if augment else None
+        self.mix = BatchMix(self.num_classes, mixup_alpha, cutmix_alpha, mix_prob)
         self.splits: dict[str, TensorDataset] = {}
+        # Statistics fitted on the training split; saved in checkpoints (state_dict) so that test / predict /
+        # export use the values the model was trained with.
+        self.stats: dict[str, Any] = {}
+        self.restored: dict[str, Any] = {}
 
-    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """All samples as (x: float array of shape (N, *input_shape), y: int array of shape (N,))."""
+    # --- what a dataset implements ---------------------------------------------------------------------
+
+    def load_arrays(self) -> Arrays:
+        """All samples (or, with a fixed test set, all training samples): x of shape (N, *input_shape), y (N,)."""
         raise NotImplementedError
 
-    def split_indices(self, y: np.ndarray) -> dict[str, np.ndarray]:
-        """Seeded, stratified train/val/test indices: the same split on every rank and every run."""
+    def load_test_arrays(self) -> Arrays | None:
+        """A fixed test set, if the dataset has one; else the test split is carved out of `load_arrays`."""
+        return None
+
+    def preprocess(self, x: Tensor, train: Tensor) -> Tensor:
+        """Fit anything else on the training rows `train` (keep it in self.stats) and apply it to all of x."""
+        return x
+
+    # --- splits ----------------------------------------------------------------------------------------
+
+    def split_indices(self, y: np.ndarray, fixed_test: int = 0) -> dict[str, np.ndarray]:
+        """Seeded, stratified indices: the same split on every rank and every run.
+
+        With a fixed test set, its `fixed_test` samples come last in y and only validation is carved out.
+        """
         hp = self.hparams
-        index = np.arange(len(y))
-        rest, test = train_test_split(index, test_size=hp.test_fraction, stratify=y, random_state=hp.split_seed)
-        val_size = hp.val_fraction / (1.0 - hp.test_fraction)
-        train, val = train_test_split(rest, test_size=val_size, stratify=y[rest], random_state=hp.split_seed)
+        pool = np.arange(len(y) - fixed_test)
+        if fixed_test:
+            test = np.arange(len(y) - fixed_test, len(y))
+            val_size = hp.val_fraction
+        else:
+            pool, test = train_test_split(pool, test_size=hp.test_fraction, stratify=y, random_state=hp.split_seed)
+            val_size = hp.val_fraction / (1.0 - hp.test_fraction)
+        train, val = train_test_split(pool, test_size=val_size, stratify=y[pool], random_state=hp.split_seed)
         return {"train": train, "val": val, "test": test}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:  # made once: fit then test in one process reuses the same split and statistics
             return
-        x, y = self.load_arrays()
-        x = torch.as_tensor(x, dtype=torch.float32)
-        y = torch.as_tensor(y, dtype=torch.long)
-        indices = self.split_indices(y.numpy())
-        if self.hparams.standardize:
-            if self.mean is None:  # not restored from a checkpoint
-                self.mean, self.std = channel_stats(x[indices["train"]])
-            x = standardize(x, self.mean, self.std)
+        x, y = (torch.as_tensor(a) for a in self.load_arrays())
+        test = self.load_test_arrays()
+        fixed_test = 0
+        if test is not None:
+            tx, ty = (torch.as_tensor(a) for a in test)
+            x, y, fixed_test = torch.cat([x, tx]), torch.cat([y, ty]), len(ty)
+        y = y.long()
+        indices = {k: torch.as_tensor(v) for k, v in self.split_indices(y.numpy(), fixed_test).items()}
+        self.stats = dict(self.restored)  # restored from a checkpoint, or fitted below on the training split
+        x = self.preprocess(x, indices["train"])
+        if self.hparams.standardize and "mean" not in self.stats:
+            self.stats["mean"], self.stats["std"] = channel_stats(x[indices["train"]], self.scale)
         self.splits = {name: TensorDataset(x[idx], y[idx]) for name, idx in indices.items()}
 
-    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
+    def train_labels(self) -> Tensor:
+        self.setup()
+        return self.splits["train"].tensors[1]
+
+    @property
+    def class_weights(self) -> list[float] | None:
+        """Loss weights for the model (linked by the CLI): None, balanced from training counts, or given."""
+        setting = self.hparams.class_weights
+        if setting == "none":
+            return None
+        if setting == "balanced":
+            return balanced_class_weights(self.train_labels(), self.num_classes)
+        if len(setting) != self.num_classes:
+            raise ValueError(f"data.class_weights has {len(setting)} values for {self.num_classes} classes")
+        return list(setting)
+
+    # --- loaders ---------------------------------------------------------------------------------------
+
+    def loader(self, split: str, shuffle: bool = False, sampler: Any = None) -> DataLoader:
+        hp = self.hparams
         return DataLoader(
             self.splits[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            sampler=sampler,
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True)
+        mode = self.hparams.sampler
+        if mode == "none":
+            return self.loader("train", shuffle=True)
+        return self.loader("train", sampler=ClassBalancedSampler(self.train_labels(), mode, self.hparams.split_seed))
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")
@@ -96,24 +176,50 @@ class ArrayDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.loader("test")
 
+    # --- on the device ---------------------------------------------------------------------------------
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x, y = batch
+        x = x.float() * self.scale if self.scale != 1.0 or not x.is_floating_point() else x
+        if self.trainer is not None and self.trainer.training:
+            if self.augment is not None:
+                x = self.augment(x)
+            if self.mix.methods:
+                x, y = self.mix(x, y)
+        return self.normalize(x), y
+
+    def normalize(self, x: Tensor) -> Tensor:
+        if not self.stats:
+            return x
+        return standardize(x, self.stats["mean"], self.stats["std"])
+
     def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std}
+        return dict(self.stats)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # Lightning restores this after `setup` has run: rebuild the splits with the saved statistics.
-        self.mean, self.std = state_dict["mean"], state_dict["std"]
+        # Lightning restores this after `setup` has run: rebuild with the statistics the model was trained on.
+        self.restored = dict(state_dict)
         if self.splits:
             self.splits = {}
             self.setup()
 
 
-def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Mean and standard deviation of each channel (dim 1) over all samples and positions."""
+def channel_stats(x: Tensor, scale: float = 1.0, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Mean and std of each channel (dim 1) over samples and positions, in float64, a chunk at a time."""
+    total = count = total_sq = 0
     dims = [d for d in range(x.ndim) if d != 1]
-    std = x.std(dim=dims).clamp_min(1e-6)  # a constant channel must not divide by zero
-    return x.mean(dim=dims).tolist(), std.tolist()
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk].double() * scale
+        total = total + part.sum(dim=dims)
+        total_sq = total_sq + (part**2).sum(dim=dims)
+        count += part.numel() // part.shape[1]
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)  # a constant channel stays finite
+    return mean.tolist(), std.tolist()
 
 
-def standardize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def standardize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    return (x - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
+    mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(shape)
+    std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(shape)
+    return (x - mean_t) / std_t

@@ -9,8 +9,8 @@ from proj.data.base import ArrayDataModule
 class DigitsDataModule(ArrayDataModule):
     num_classes = 10
     input_shape = (1, 8, 8)
+    scale = 1.0 / 16.0  # pixel values are 0..16: scaled to [0, 1] on the device, before augmentation
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         digits = load_digits()
-        # Pixel values are 0..16; keep them as float and let standardisation scale them.
         return digits.images.astype(np.float32)[:, None], digits.target.astype(np.int64)

@@ -54,7 +54,7 @@ class Classifier(L.LightningModule):
         input_shape: Sequence[int],
         optim: OptimConfig | None = None,
         label_smoothing: float = 0.0,
-        class_weights: list[float] | None = None,
+        loss_weights: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -64,9 +64,10 @@ class Classifier(L.LightningModule):
         self.stage = 0  # the stage whose optimizer is live; saved in checkpoints
         self.built_stage: int | None = None
         self.planned_horizons: dict = {}
-        weight = torch.tensor(class_weights, dtype=torch.float) if class_weights else None
+        # One weight per class for the cross-entropy; the CLI links it from data.class_weights.
+        weight = torch.tensor(loss_weights, dtype=torch.float) if loss_weights else None
         if weight is not None and len(weight) != num_classes:
-            raise ValueError(f"model.class_weights has {len(weight)} values for {num_classes} classes")
+            raise ValueError(f"model.loss_weights has {len(weight)} values for {num_classes} classes")
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
         # Training AUROC is binned so its memory stays constant however long the epoch.
         self.train_metrics = classification_metrics(num_classes, "train/", auroc_thresholds=100)
@@ -77,13 +78,13 @@ class Classifier(L.LightningModule):
         return self.net(x)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+        x, y = batch  # y: class indices, or class probabilities after MixUp / CutMix (the loss takes both)
         logits = self(x)
         loss = self.loss_fn(logits, y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         if self.optim.l1:
             loss = loss + l1_penalty(self.net, self.optim)
-        self.train_metrics.update(logits.softmax(-1), y)
+        self.train_metrics.update(logits.softmax(-1), y.argmax(-1) if y.is_floating_point() else y)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 

@@ -1,0 +1,104 @@
+"""A table in a CSV file: numeric feature columns and one target column (class labels, any spelling).
+
+Missing feature values (empty, NA, NaN) are imputed with the training split's mean or median, then every
+feature is standardised with training statistics; both are saved with the run. A non-numeric feature, an
+unknown column or a missing target is reported by column and row before training.
+"""
+
+import csv
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from proj.data.base import ArrayDataModule
+
+MISSING = {"", "na", "nan", "null", "none", "?"}
+
+
+class CSVDataModule(ArrayDataModule):
+    def __init__(
+        self,
+        path: str,
+        target: str,
+        features: list[str] | None = None,
+        impute: Literal["mean", "median"] = "mean",
+        **kwargs: Any,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"data.path={str(self.path)!r} does not exist")
+        self.impute = impute
+        self.x, self.y, self.features, self.classes = read_csv(self.path, target, features)
+        self.num_classes = len(self.classes)
+        self.input_shape = (len(self.features),)
+        super().__init__(**kwargs)
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.x, self.y
+
+    def preprocess(self, x: Tensor, train: Tensor) -> Tensor:
+        if "impute" not in self.stats:
+            rows = x[train]
+            fill = rows.nanmean(0) if self.impute == "mean" else rows.nanmedian(0).values
+            empty = [self.features[i] for i in torch.nonzero(fill.isnan()).flatten().tolist()]
+            if empty:
+                raise ValueError(f"{self.path}: feature column(s) {empty} have no value in the training split")
+            self.stats["impute"] = fill.tolist()
+        fill = torch.tensor(self.stats["impute"], dtype=x.dtype)
+        return torch.where(x.isnan(), fill.expand_as(x), x)
+
+
+def read_csv(
+    path: Path, target: str, features: list[str] | None
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ValueError(f"{path} is empty")
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    if target not in header:
+        raise ValueError(f"data.target={target!r} is not a column of {path}; columns: {', '.join(header)}")
+    features = features or [h for h in header if h != target]
+    unknown = [f for f in features if f not in header]
+    if unknown:
+        raise ValueError(f"data.features {unknown} are not columns of {path}; columns: {', '.join(header)}")
+    t, cols = header.index(target), [header.index(f) for f in features]
+    x = np.empty((len(body), len(cols)), dtype=np.float32)
+    labels = []
+    for r, row in enumerate(body):
+        line = r + 2  # 1-based, after the header: what an editor shows
+        if len(row) != len(header):
+            raise ValueError(f"{path}:{line} has {len(row)} fields, the header has {len(header)}")
+        if row[t].strip().lower() in MISSING:
+            raise ValueError(f"{path}:{line}: the target column {target!r} is missing; drop or label that row")
+        labels.append(row[t].strip())
+        for j, c in enumerate(cols):
+            x[r, j] = parse_number(row[c], path, line, header[c])
+    classes = sorted(set(labels), key=natural_key)
+    index = {name: i for i, name in enumerate(classes)}
+    return x, np.array([index[v] for v in labels], dtype=np.int64), features, classes
+
+
+def parse_number(value: str, path: Path, line: int, column: str) -> float:
+    text = value.strip()
+    if text.lower() in MISSING:
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"{path}:{line}: column {column!r} holds {value!r}, not a number. Encode it numerically or leave it "
+            "out with data.features"
+        ) from None
+
+
+def natural_key(name: str) -> tuple[int, float | str]:
+    """Numeric labels sort as numbers (2 before 10), others alphabetically."""
+    try:
+        return (0, float(name))
+    except ValueError:
+        return (1, name)
