@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -20,6 +21,18 @@ def test_default_config_reaches_98_5_percent_on_the_test_split(default_run):
     assert float(metrics["test/acc"]) >= 0.985
     for name in ("test/precision", "test/recall", "test/f1", "test/auroc"):
         assert float(metrics[name]) >= 0.97, name
+    checkpoint = result.trainer.checkpoint_callback
+    assert result.trainer.ckpt_path == checkpoint.best_model_path  # the best checkpoint, not the last weights
+    assert "best-" in checkpoint.best_model_path
+
+
+def test_predict_returns_class_probabilities(default_run):
+    _, result = default_run
+    probabilities = torch.cat(result.trainer.predict(result.model, datamodule=result.datamodule))
+    assert probabilities.shape == (360, 10)  # one row per test image
+    assert torch.allclose(probabilities.sum(1), torch.ones(360))
+    labels = result.datamodule.splits["test"].tensors[1]
+    assert (probabilities.argmax(1) == labels).float().mean() >= 0.985
 
 
 def test_one_run_directory_holds_config_checkpoints_and_events(default_run):
@@ -53,7 +66,8 @@ def test_tensorboard_has_losses_metrics_and_learning_rate(default_run):
 
 def test_running_the_same_command_twice_makes_a_new_version(in_tmp):
     for _ in range(2):
-        cli("fit", "--config", DEFAULT, *QUICK, "--test_after_fit=false")
+        result = cli("fit", "--config", DEFAULT, *QUICK, "--test_after_fit=false")
+        assert not any(k.startswith("test/") for k in result.trainer.callback_metrics)  # no test was run
     versions = sorted(p.name for p in (in_tmp / "logs" / "default").iterdir())
     assert versions == ["version_0", "version_1"]
     assert all((in_tmp / "logs" / "default" / v / "config.yaml").is_file() for v in versions)

@@ -17,13 +17,17 @@ def model(**optim) -> Classifier:
     return Classifier(SmallCNN, num_classes=10, input_shape=(1, 8, 8), optim=OptimConfig(stages=stages, **optim))
 
 
-def optimizer_of(m: Classifier) -> torch.optim.Optimizer:
+def configured(m: Classifier) -> tuple[torch.optim.Optimizer, list[dict]]:
     class FakeTrainer:  # configure_optimizers only reads the precision when no horizon is left at 0
         precision = "32-true"
 
     m.trainer = FakeTrainer()  # type: ignore[assignment]
-    (opt,), _ = m.configure_optimizers()
-    return opt
+    (opt,), schedulers = m.configure_optimizers()
+    return opt, schedulers
+
+
+def optimizer_of(m: Classifier) -> torch.optim.Optimizer:
+    return configured(m)[0]
 
 
 def group_of(opt: torch.optim.Optimizer, param: torch.nn.Parameter) -> dict:
@@ -178,3 +182,83 @@ def test_step_schedule_with_unknown_horizon_is_refused(in_tmp):
     err, _ = fit_error(in_tmp, "--trainer.max_epochs=-1")
     assert "optim.stages[0].lr_scheduler.init_args.T_max=0 asks for the stage's length in steps" in err
     assert "Give the horizon explicitly" in err
+
+
+def test_lr_scale_applies_to_schedulers_that_set_their_own_lr():
+    # OneCycleLR and CyclicLR overwrite the group lr from max_lr / base_lr: the scale must reach those too.
+    sgd = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1, "momentum": 0.9}}
+    for sched in (
+        {"class_path": "torch.optim.lr_scheduler.OneCycleLR", "init_args": {"max_lr": 0.1, "total_steps": 20}},
+        {"class_path": "torch.optim.lr_scheduler.CyclicLR", "init_args": {"base_lr": 0.01, "max_lr": 0.1}},
+    ):
+        stage = {"optimizer": sgd, "lr_scheduler": sched, "interval": "step"}
+        m = model(stages=[stage], groups=[{"pattern": "net.head.*", "lr_scale": 0.1}])
+        opt, schedulers = configured(m)
+        head, body = group_of(opt, m.net.head[3].weight), group_of(opt, m.net.body[0][0].weight)
+        for _ in range(10):
+            assert head["lr"] == pytest.approx(0.1 * body["lr"], rel=1e-9), sched["class_path"]
+            opt.step()
+            for config in schedulers:
+                config["scheduler"].step()
+        assert body["lr"] != pytest.approx(0.1)  # the schedule moved
+
+
+def test_short_name_reduce_lr_on_plateau_is_lightnings():
+    from lightning.pytorch.cli import ReduceLROnPlateau
+
+    from proj.optim import import_class
+
+    assert import_class("ReduceLROnPlateau", "x") is ReduceLROnPlateau
+
+
+def test_an_import_error_inside_the_users_module_is_shown(tmp_path, monkeypatch):
+    (tmp_path / "my_optim.py").write_text("import not_installed_package\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from proj.optim import import_class
+
+    with pytest.raises(ModuleNotFoundError, match="not_installed_package"):
+        import_class("my_optim.Fancy", "x")
+
+
+PLATEAU = "          lr_scheduler: {class_path: ReduceLROnPlateau, init_args: {monitor: val/loss}}\n"
+
+
+def test_plateau_per_step_is_refused(in_tmp, capsys):
+    err = cli_error(capsys, "--config", write(in_tmp, stage_yaml(SGD + PLATEAU + "          interval: step\n")))
+    assert "optim.stages[0].interval='step': ReduceLROnPlateau watches a metric logged once per epoch" in err
+
+
+def test_plateau_on_a_val_metric_without_validation_every_epoch_is_refused(in_tmp):
+    override = write(in_tmp, stage_yaml(SGD + PLATEAU + "          interval: epoch\n"))
+    err, _ = fit_error(in_tmp, "--config", override, "--trainer.check_val_every_n_epoch=2")
+    assert "monitor='val/loss' exists only after validation" in err and "check_val_every_n_epoch=2" in err
+
+
+@pytest.mark.parametrize(("interval", "expected"), [("step", 5), ("epoch", 2)])
+def test_max_steps_shortens_the_filled_horizon(in_tmp, interval, expected):
+    cosine = "          lr_scheduler: {class_path: CosineAnnealingLR, init_args: {T_max: 0}}\n"
+    override = write(in_tmp, stage_yaml(SGD + cosine + f"          interval: {interval}\n"))
+    result = cli(
+        "--config", DEFAULT, *QUICK, "--config", override, "--trainer.max_epochs=10", "--trainer.max_steps=5", run=False
+    )
+    result.trainer.fit(result.model, datamodule=result.datamodule)
+    # 3 steps per epoch: 5 steps end inside epoch 2, whatever max_epochs says
+    assert result.trainer.lr_scheduler_configs[0].scheduler.T_max == expected
+
+
+def test_checkpoint_of_a_model_built_in_python_loads_weights_only(in_tmp):
+    import lightning.pytorch as L
+
+    from proj.data import DigitsDataModule
+
+    m = model(groups=[{"pattern": "net.head.*", "lr_scale": 0.5}])
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False, enable_progress_bar=False
+    )
+    trainer.fit(m, datamodule=DigitsDataModule())
+    trainer.save_checkpoint("m.ckpt")
+    checkpoint = torch.load("m.ckpt", weights_only=True)  # refuses any pickled class or object
+    assert checkpoint["hyper_parameters"]["net"]["class_path"] == "proj.nets.cnn.SmallCNN"
+    again = Classifier.load_from_checkpoint("m.ckpt")
+    assert again.optim.groups == m.optim.groups
+    assert torch.equal(again.net.head[3].weight, m.net.head[3].weight)

@@ -14,6 +14,8 @@ import lightning.pytorch as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
+from proj.optim import OptimConfig, parse_stages
+
 
 class ProjCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -28,6 +30,17 @@ class ProjCLI(LightningCLI):
             default=True,
             help="After fit, test the best checkpoint (by the ModelCheckpoint monitor) on the test split.",
         )
+
+    def before_instantiate_classes(self) -> None:
+        # Check the optim config as written, so a mistake is reported plainly (not inside jsonargparse's
+        # "does not validate against any of the Union subtypes") and before anything is built.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        optim = config.get("model", {}).get("init_args", {}).get("optim")
+        if optim is not None:
+            try:
+                parse_stages(OptimConfig(**optim.as_dict() if hasattr(optim, "as_dict") else optim))
+            except ValueError as err:
+                self.parser.error(f"model.init_args.{err}")
 
     def after_fit(self) -> None:
         if not self.config_init[self.subcommand].get("test_after_fit", True):

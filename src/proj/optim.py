@@ -46,8 +46,12 @@ HORIZON_ARGS = ("T_max", "total_steps", "total_iters")
 # These compute the lr from base_lr at every step, so a separate warmup factor is overwritten or makes the lr
 # overshoot; OneCycleLR and CyclicLR carry their own warm-up phase.
 NO_WARMUP = (LambdaLR, CosineAnnealingWarmRestarts, OneCycleLR, CyclicLR)
-# Where a class_path without a module is looked up, in order.
-SHORT_NAME_MODULES = ("torch.optim", "torch.optim.lr_scheduler", "lightning.pytorch.cli")
+# Where a class_path without a module is looked up, in order: Lightning's ReduceLROnPlateau (which carries
+# `monitor`) before torch's.
+SHORT_NAME_MODULES = ("lightning.pytorch.cli", "torch.optim", "torch.optim.lr_scheduler")
+# Schedulers that set the lr from their own lr arguments rather than from the group's initial lr: these
+# arguments are scaled per group (a list, one value per group) so that `lr_scale` rules still apply.
+OWN_LR_ARGS = {OneCycleLR: ("max_lr",), CyclicLR: ("base_lr", "max_lr")}
 AMP_PRECISIONS = ("16-mixed", "bf16-mixed", "16", "bf16", 16)
 
 
@@ -162,7 +166,7 @@ def parse_stage(d: Any, where: str) -> Stage:
     stage = Stage(
         optimizer=optimizer,
         schedulers=schedulers,
-        milestones=list(d.get("milestones", [])),
+        milestones=int_list(d, "milestones", where),
         interval=d.get("interval"),
         warmup_steps=typed(d, "warmup_steps", int, 0, where),
         warmup_start_factor=typed(d, "warmup_start_factor", float, 0.01, where),
@@ -181,10 +185,11 @@ def check_stage(stage: Stage, chain: bool) -> None:
             f"{stage.schedulers[0].cls.__name__} counts (its horizon and its milestones)"
         )
     if chain:
-        if len(stage.milestones) != len(stage.schedulers) - 1 or stage.milestones != sorted(stage.milestones):
+        steps = [0, *stage.milestones]
+        if len(stage.milestones) != len(stage.schedulers) - 1 or any(b <= a for a, b in itertools.pairwise(steps)):
             raise ValueError(
                 f"{where}.milestones={stage.milestones}: a chain of {len(stage.schedulers)} schedulers needs "
-                f"{len(stage.schedulers) - 1} increasing milestones (when each next scheduler starts)"
+                f"{len(stage.schedulers) - 1} positive, strictly increasing milestones (when each next one starts)"
             )
         for spec in stage.schedulers:
             if issubclass(spec.cls, ReduceLROnPlateau):
@@ -196,6 +201,12 @@ def check_stage(stage: Stage, chain: bool) -> None:
             raise ValueError(
                 f"{spec.where}: torch's ReduceLROnPlateau does not say which metric to watch; use "
                 "lightning.pytorch.cli.ReduceLROnPlateau with init_args.monitor (e.g. val/loss)"
+            )
+    for spec in stage.schedulers:
+        if issubclass(spec.cls, ReduceLROnPlateau) and stage.interval != "epoch":
+            raise ValueError(
+                f"{where}.interval={stage.interval!r}: ReduceLROnPlateau watches a metric logged once per epoch "
+                "(e.g. val/loss); set interval: epoch"
             )
     if stage.warmup_steps < 0:
         raise ValueError(f"{where}.warmup_steps={stage.warmup_steps} must be >= 0")
@@ -219,11 +230,20 @@ def parse_groups(groups: list[dict[str, Any]]) -> list[GroupRule]:
     rules = []
     for i, g in enumerate(groups):
         where = f"optim.groups[{i}]"
-        if not isinstance(g, dict) or "pattern" not in g:
-            raise ValueError(f"{where} must be a mapping with a 'pattern' key; got {g!r}")
+        if not isinstance(g, dict) or not isinstance(g.get("pattern"), str):
+            raise ValueError(f"{where} must be a mapping with a 'pattern' string; got {g!r}")
         check_keys(g, names, where)
-        rules.append(GroupRule(**g))
+        lr_scale = typed(g, "lr_scale", float, 1.0, where)
+        weight_decay = None if g.get("weight_decay") is None else typed(g, "weight_decay", float, 0.0, where)
+        rules.append(GroupRule(g["pattern"], lr_scale, weight_decay))
     return rules
+
+
+def int_list(d: dict[str, Any], key: str, where: str) -> list[int]:
+    value = d.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{where}.{key}={value!r} must be a list of integers")
+    return value
 
 
 def check_keys(d: dict[str, Any], known: tuple[str, ...] | list[str], where: str) -> None:
@@ -273,9 +293,13 @@ def import_class(path: str, where: str) -> Any:
     for candidate in candidates:
         module_name, _, name = candidate.rpartition(".")
         try:
-            return getattr(importlib.import_module(module_name), name)
-        except (ImportError, AttributeError):
-            continue
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name and module_name.startswith(err.name):
+                continue  # that module does not exist: try the next candidate
+            raise  # the user's module exists but fails to import: show its own error
+        if hasattr(module, name):
+            return getattr(module, name)
     raise ValueError(f"{where}={path!r} cannot be imported; write the full path, e.g. torch.optim.AdamW")
 
 
@@ -318,7 +342,7 @@ def param_groups(model: nn.Module, config: OptimConfig, optimizer_cls: type) -> 
             weight_decay = 0.0
         key = (rule_index, weight_decay)
         if key not in groups:
-            label = rule.pattern.rstrip("*.") if rule_index is not None else "default"
+            label = (rule.pattern.rstrip("*.") or rule.pattern) if rule_index is not None else "default"
             label += "/no_decay" if weight_decay == 0.0 and rule.weight_decay is None else ""
             groups[key] = {"params": [], "name": label, "lr_scale": rule.lr_scale}
             if weight_decay is not None:
@@ -340,38 +364,51 @@ def build_optimizer(model: nn.Module, config: OptimConfig, stage: Stage) -> Opti
     except (TypeError, ValueError) as err:
         raise ValueError(f"{spec.where}: {spec.cls.__name__}({spec.init_args}) failed: {err}") from err
     # Scale each group's lr before any scheduler exists: schedulers record `initial_lr` when created.
+    # `lr_scale` stays in the group for the schedulers that take their own lr arguments (OWN_LR_ARGS).
     for group in optimizer.param_groups:
-        group["lr"] = group["lr"] * group.pop("lr_scale", 1.0)
+        group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
     return optimizer
 
 
 @dataclass
 class RunLength:
-    """How long each stage is, in epochs and optimizer steps, read from the trainer when first needed."""
+    """How long each stage is, in epochs and optimizer steps, read from the trainer when first needed.
+
+    A stage ends at the next stage's start_epoch, at max_epochs, or at max_steps, whichever comes first.
+    """
 
     trainer: L.Trainer
     stages: list[Stage]
 
     def of(self, index: int, interval: str, where: str) -> int:
-        stage = self.stages[index]
-        t = self.trainer
-        last = index == len(self.stages) - 1
-        end = None if last else self.stages[index + 1].start_epoch
+        stage, t = self.stages[index], self.trainer
+        next_start = self.stages[index + 1].start_epoch if index + 1 < len(self.stages) else None
+        max_epochs = t.max_epochs if t.max_epochs is not None and t.max_epochs >= 0 else None
+        max_steps = t.max_steps if t.max_steps is not None and t.max_steps > 0 else None
+        per_epoch = self.steps_per_epoch(where, interval)
         if interval == "epoch":
-            if end is None and (t.max_epochs is None or t.max_epochs < 0):
-                self.unknown(where, "epoch", "trainer.max_epochs is not set")
-            return (end if end is not None else t.max_epochs) - stage.start_epoch
-        total = t.estimated_stepping_batches  # accounts for gradient accumulation and limit_train_batches
-        if total in (-1, float("inf")):
-            self.unknown(where, "step", "the training data has no length or max_epochs=-1 without max_steps")
-        if stage.start_epoch == 0 and last:
-            return int(total)
-        if t.num_training_batches == float("inf"):
-            self.unknown(where, "step", "the training data has no length, so epochs have no step count")
-        per_epoch = math.ceil(t.num_training_batches / t.accumulate_grad_batches)
-        if last:
-            return int(total) - stage.start_epoch * per_epoch
-        return (end - stage.start_epoch) * per_epoch
+            ends = [e for e in (next_start, max_epochs) if e is not None]
+            if max_steps is not None:
+                ends.append(math.ceil(max_steps / per_epoch))
+            if not ends:
+                self.unknown(where, interval, "trainer.max_epochs is -1 and trainer.max_steps is not set")
+            return min(ends) - stage.start_epoch
+        ends = [e * per_epoch for e in (next_start, max_epochs) if e is not None]
+        if max_steps is not None:
+            ends.append(max_steps)
+        if not ends:
+            self.unknown(where, interval, "trainer.max_epochs is -1 and trainer.max_steps is not set")
+        return min(ends) - stage.start_epoch * per_epoch
+
+    def steps_per_epoch(self, where: str, interval: str) -> int:
+        """Optimizer steps per epoch: batches (after limit_train_batches) over accumulate_grad_batches."""
+        t = self.trainer
+        if t.train_dataloader is None:
+            t.fit_loop.setup_data()  # what trainer.estimated_stepping_batches does too
+        if t.num_training_batches in (float("inf"), -1):
+            self.unknown(where, interval, "the training data has no length (an iterable dataset)")
+        # Lightning steps on the last, partial accumulation window of an epoch too: hence the ceiling.
+        return math.ceil(t.num_training_batches / t.accumulate_grad_batches)
 
     @staticmethod
     def unknown(where: str, unit: str, reason: str) -> None:
@@ -389,6 +426,12 @@ def build_scheduler(optimizer: Optimizer, spec: ClassSpec, length: Callable[[str
             init_args[arg] = length(f"{spec.where}.init_args.{arg}")
     if issubclass(spec.cls, OneCycleLR) and init_args.get("total_steps") is None and not init_args.get("epochs"):
         init_args["total_steps"] = length(f"{spec.where}.init_args.total_steps")
+    scales = [group.get("lr_scale", 1.0) for group in optimizer.param_groups]
+    for cls, args in OWN_LR_ARGS.items():
+        for arg in args if issubclass(spec.cls, cls) and any(x != 1.0 for x in scales) else ():
+            value = init_args.get(arg, init_parameters(spec.cls)[arg].default)
+            values = value if isinstance(value, (list, tuple)) else [value] * len(scales)
+            init_args[arg] = [v * x for v, x in zip(values, scales, strict=True)]
     try:
         return spec.cls(optimizer, **init_args)
     except (TypeError, ValueError) as err:
@@ -436,6 +479,17 @@ def configure_stage(module: L.LightningModule, config: OptimConfig, stages: list
             f"{stage.optimizer.where}: torch.optim.LBFGS does not work with trainer.precision="
             f"{trainer.precision!r} (mixed precision cannot scale its closure); use precision 32-true"
         )
+    for spec in stage.schedulers:
+        monitor = spec.init_args.get("monitor", "")
+        if (
+            issubclass(spec.cls, ReduceLROnPlateau)
+            and monitor.startswith("val/")
+            and trainer.check_val_every_n_epoch != 1
+        ):
+            raise ValueError(
+                f"{spec.where}.init_args.monitor={monitor!r} exists only after validation, but "
+                f"trainer.check_val_every_n_epoch={trainer.check_val_every_n_epoch}: set it to 1"
+            )
     optimizer = build_optimizer(module, config, stage)
     run = RunLength(trainer, stages)
 
@@ -473,6 +527,9 @@ def check_resumed_horizons(planned: dict, restored: dict) -> None:
 
 
 def l1_penalty(model: nn.Module, config: OptimConfig) -> torch.Tensor:
-    """`l1 * sum|w|` over the parameters that also get weight decay (not biases / norms with no_decay_1d)."""
+    """`l1 * sum|w|` over all trainable weights, except 1-D ones (biases, norms) when no_decay_1d is on.
+
+    Group rules do not change it: L1 is a property of the loss, not of an optimizer's parameter groups.
+    """
     weights = [p for p in model.parameters() if p.requires_grad and not (config.no_decay_1d and p.ndim <= 1)]
     return config.l1 * sum(p.abs().sum() for p in weights)

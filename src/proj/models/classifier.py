@@ -1,6 +1,8 @@
 """A generic image / tabular classifier: any net from `proj.nets` (or yours), cross-entropy, torchmetrics."""
 
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, is_dataclass
+from functools import partial
 from typing import Any
 
 import lightning.pytorch as L
@@ -20,6 +22,7 @@ from proj.optim import (
     check_resumed_horizons,
     configure_stage,
     horizons,
+    import_class,
     l1_penalty,
     parse_stages,
     stage_at,
@@ -44,20 +47,42 @@ def classification_metrics(num_classes: int, prefix: str, auroc_thresholds: int 
     )
 
 
+def plain_hparams(hparams: dict[str, Any]) -> None:
+    """Keep only plain values in the hyper-parameters, so checkpoints load with torch's weights-only loader.
+
+    Through the CLI they already are (the config as written); a model built in Python passes a class and
+    an OptimConfig, which are stored as {class_path, init_args} and a dict instead.
+    """
+    net = hparams.get("net")
+    if isinstance(net, partial) and isinstance(net.func, type) and not net.args:
+        net, kwargs = net.func, dict(net.keywords)
+    else:
+        kwargs = {}
+    if isinstance(net, type):
+        hparams["net"] = {"class_path": f"{net.__module__}.{net.__qualname__}", "init_args": kwargs}
+    if is_dataclass(hparams.get("optim")):
+        hparams["optim"] = asdict(hparams["optim"])
+
+
 class Classifier(L.LightningModule):
     """Classifies inputs into `num_classes`; `num_classes` and `input_shape` are linked from the data."""
 
     def __init__(
         self,
-        net: NetFactory,
+        net: NetFactory | dict,
         num_classes: int,
         input_shape: Sequence[int],
-        optim: OptimConfig | None = None,
+        optim: OptimConfig | dict | None = None,
         label_smoothing: float = 0.0,
         loss_weights: list[float] | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(net, dict):  # {class_path, init_args}: as saved in a checkpoint's hyper-parameters
+            net = partial(import_class(net["class_path"], "model.net.class_path"), **net.get("init_args", {}))
+        if isinstance(optim, dict):
+            optim = OptimConfig(**optim)
         self.save_hyperparameters()
+        plain_hparams(self.hparams)
         self.net = net(tuple(input_shape), num_classes)
         self.optim = optim or OptimConfig()
         self.stages = parse_stages(self.optim)  # a bad optim config fails here, before any training
