@@ -18,8 +18,9 @@ def model(**optim) -> Classifier:
 
 
 def configured(m: Classifier) -> tuple[torch.optim.Optimizer, list[dict]]:
-    class FakeTrainer:  # configure_optimizers only reads the precision when no horizon is left at 0
+    class FakeTrainer:  # configure_optimizers reads only these when no horizon is left at 0
         precision = "32-true"
+        world_size = 1
 
     m.trainer = FakeTrainer()  # type: ignore[assignment]
     (opt,), schedulers = m.configure_optimizers()
@@ -262,3 +263,12 @@ def test_checkpoint_of_a_model_built_in_python_loads_weights_only(in_tmp):
     again = Classifier.load_from_checkpoint("m.ckpt")
     assert again.optim.groups == m.optim.groups
     assert torch.equal(again.net.head[3].weight, m.net.head[3].weight)
+
+
+@pytest.mark.parametrize(("rule", "factor"), [("none", 1.0), ("linear", 4.0), ("sqrt", 2.0)])
+def test_lr_scales_with_the_world_size(rule, factor):
+    m = model(scale_lr=rule, groups=[{"pattern": "net.head.*", "lr_scale": 0.5}])
+    m.trainer = type("FakeTrainer", (), {"precision": "32-true", "world_size": 4})()
+    (opt,), _ = m.configure_optimizers()
+    assert group_of(opt, m.net.body[0][0].weight)["lr"] == pytest.approx(0.01 * factor)
+    assert group_of(opt, m.net.head[3].weight)["lr"] == pytest.approx(0.005 * factor)

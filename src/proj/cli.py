@@ -4,10 +4,19 @@
 
 Subcommands: fit, validate, test, predict (Lightning's). Configs stack left to right; `--print_config`
 prints the resolved config, which fed back with `--config` reproduces the run.
+
+    python -m proj fit --resume logs/<name>/version_<n>
+
+continues that run: its config.yaml, its last.ckpt (weights, optimizer, scheduler, stage, RNG states) and
+the same run directory and TensorBoard version. Checkpoints are read with torch's weights-only unpickler;
+`--weights_only false` is the explicit opt-out for files you trust.
 """
 
 from __future__ import annotations
 
+import pickle
+import sys
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
@@ -30,11 +39,19 @@ class ProjCLI(LightningCLI):
             default=True,
             help="After fit, test the best checkpoint (by the ModelCheckpoint monitor) on the test split.",
         )
+        parser.add_argument(
+            "--resume",
+            type=str | None,
+            default=None,
+            help="A run directory logs/<name>/version_<n>: continue that run from its last.ckpt, into that directory.",
+        )
 
     def before_instantiate_classes(self) -> None:
         # Check the optim config as written, so a mistake is reported plainly (not inside jsonargparse's
         # "does not validate against any of the Union subtypes") and before anything is built.
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("weights_only", False) is None:
+            config.weights_only = True  # never unpickle arbitrary objects from a checkpoint unless told to
         optim = config.get("model", {}).get("init_args", {}).get("optim")
         if optim is not None:
             try:
@@ -70,6 +87,39 @@ def cli_kwargs() -> dict[str, Any]:
     }
 
 
+def resume_args(args: list[str]) -> list[str]:
+    """Expand `--resume RUN_DIR` into the run's config, its last checkpoint and its logger version."""
+    for i, arg in enumerate(args):
+        if arg == "--resume" or arg.startswith("--resume="):
+            value = arg.split("=", 1)[1] if "=" in arg else (args[i + 1] if i + 1 < len(args) else "")
+            break
+    else:
+        return args
+    run_dir = Path(value)
+    config, last = run_dir / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
+    for path in (config, last):
+        if not path.is_file():
+            raise SystemExit(f"--resume {value}: {path} does not exist; give a run directory logs/<name>/version_<n>")
+    subcommand, rest = args[:1], args[1:]
+    return [
+        *subcommand,
+        "--config",
+        str(config),
+        *rest,
+        f"--ckpt_path={last}",
+        f"--trainer.logger.init_args.save_dir={run_dir.parent.parent}",
+        f"--trainer.logger.init_args.name={run_dir.parent.name}",
+        f"--trainer.logger.init_args.version={run_dir.name}",
+    ]
+
+
 def main(args: list[str] | None = None, run: bool = True) -> ProjCLI:
     """Entry point of `python -m proj`; tests call it in-process with `args`."""
-    return ProjCLI(args=args, run=run, **cli_kwargs())
+    args = resume_args(list(sys.argv[1:] if args is None else args))
+    try:
+        return ProjCLI(args=args, run=run, **cli_kwargs())
+    except pickle.UnpicklingError as err:
+        raise SystemExit(
+            f"Refused to load a checkpoint: it holds pickled objects beyond tensors and plain values ({err}). "
+            "Loading it could run arbitrary code. If you trust the file, pass --weights_only false."
+        ) from err

@@ -21,7 +21,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
@@ -65,6 +65,8 @@ class OptimConfig:
         parameter's name, e.g. "net.head.*") that matches a parameter decides its group.
     no_decay_1d: no weight decay (and no L1) on biases, norm weights and every other 1-D parameter.
     l1: weight of an L1 penalty `l1 * sum|w|` added to the training loss (optimizers only know L2).
+    scale_lr: none | linear | sqrt: multiply every lr by the world size (devices x nodes) or its square
+        root. The global batch grows with the world size; linear suits SGD (Goyal et al. 2017), sqrt Adam.
     """
 
     # Bare `dict` on purpose: with dict[str, Any] jsonargparse expands nested class_path dicts itself.
@@ -72,6 +74,7 @@ class OptimConfig:
     groups: list[dict] = field(default_factory=list)
     no_decay_1d: bool = True
     l1: float = 0.0
+    scale_lr: Literal["none", "linear", "sqrt"] = "none"
 
 
 @dataclass
@@ -146,6 +149,8 @@ def parse_stages(config: OptimConfig) -> list[Stage]:
     parse_groups(config.groups)
     if config.l1 < 0:
         raise ValueError(f"optim.l1={config.l1} must be >= 0")
+    if config.scale_lr not in ("none", "linear", "sqrt"):
+        raise ValueError(f"optim.scale_lr={config.scale_lr!r}: expected none, linear or sqrt")
     return stages
 
 
@@ -357,7 +362,11 @@ def param_groups(model: nn.Module, config: OptimConfig, optimizer_cls: type) -> 
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig, stage: Stage) -> Optimizer:
+def world_size_factor(config: OptimConfig, world_size: int) -> float:
+    return {"none": 1.0, "linear": float(world_size), "sqrt": math.sqrt(world_size)}[config.scale_lr]
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig, stage: Stage, world_size: int = 1) -> Optimizer:
     spec = stage.optimizer
     try:
         optimizer = spec.cls(param_groups(model, config, spec.cls), **spec.init_args)
@@ -365,8 +374,10 @@ def build_optimizer(model: nn.Module, config: OptimConfig, stage: Stage) -> Opti
         raise ValueError(f"{spec.where}: {spec.cls.__name__}({spec.init_args}) failed: {err}") from err
     # Scale each group's lr before any scheduler exists: schedulers record `initial_lr` when created.
     # `lr_scale` stays in the group for the schedulers that take their own lr arguments (OWN_LR_ARGS).
+    factor = world_size_factor(config, world_size)
     for group in optimizer.param_groups:
-        group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
+        group["lr_scale"] = group.get("lr_scale", 1.0) * factor
+        group["lr"] = group["lr"] * group["lr_scale"]
     return optimizer
 
 
@@ -490,7 +501,7 @@ def configure_stage(module: L.LightningModule, config: OptimConfig, stages: list
                 f"{spec.where}.init_args.monitor={monitor!r} exists only after validation, but "
                 f"trainer.check_val_every_n_epoch={trainer.check_val_every_n_epoch}: set it to 1"
             )
-    optimizer = build_optimizer(module, config, stage)
+    optimizer = build_optimizer(module, config, stage, trainer.world_size)
     run = RunLength(trainer, stages)
 
     def length(where: str) -> int:
