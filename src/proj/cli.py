@@ -14,12 +14,15 @@ the same run directory and TensorBoard version. Checkpoints are read with torch'
 
 from __future__ import annotations
 
+import itertools
 import pickle
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
+import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -58,6 +61,19 @@ class ProjCLI(LightningCLI):
                 parse_stages(OptimConfig(**optim.as_dict() if hasattr(optim, "as_dict") else optim))
             except ValueError as err:
                 self.parser.error(f"model.init_args.{err}")
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning 2.6 reads the checkpoint's hyper-parameters here with weights_only=True whatever
+        # --weights_only says; honour the explicit opt-out for trusted files.
+        subcommand = self.config.get("subcommand")
+        if not subcommand or self.config[subcommand].get("weights_only") is not False:
+            return super()._parse_ckpt_path()
+        load = torch.load
+        torch.load = lambda *args, **kwargs: load(*args, **{**kwargs, "weights_only": False})
+        try:
+            super()._parse_ckpt_path()
+        finally:
+            torch.load = load
 
     def after_fit(self) -> None:
         if not self.config_init[self.subcommand].get("test_after_fit", True):
@@ -119,7 +135,12 @@ def main(args: list[str] | None = None, run: bool = True) -> ProjCLI:
     try:
         return ProjCLI(args=args, run=run, **cli_kwargs())
     except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        what = f"a pickled reference to {found.group(1)}" if found else "pickled objects"
+        paths = [a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")]
+        paths += [b for a, b in itertools.pairwise(args) if a == "--ckpt_path"]
         raise SystemExit(
-            f"Refused to load a checkpoint: it holds pickled objects beyond tensors and plain values ({err}). "
-            "Loading it could run arbitrary code. If you trust the file, pass --weights_only false."
+            f"Refused to load a checkpoint{' ' + paths[-1] if paths else ''}: it holds {what}, beyond tensors "
+            "and plain values, and unpickling it could run arbitrary code. If you trust the file, pass "
+            "--weights_only false."
         ) from err

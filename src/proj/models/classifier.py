@@ -102,6 +102,19 @@ class Classifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def configure_model(self) -> None:
+        """FSDP2 (configs/trainer/fsdp2.yaml): shard each block of the net's body, then the net, over the
+        data-parallel mesh that ModelParallelStrategy provides. Other strategies have no mesh: nothing to do."""
+        mesh = self.device_mesh
+        if mesh is None or getattr(self, "sharded", False):
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        for block in getattr(self.net, "body", []):
+            fully_shard(block, mesh=mesh["data_parallel"])
+        fully_shard(self.net, mesh=mesh["data_parallel"])
+        self.sharded = True
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch  # y: class indices, or class probabilities after MixUp / CutMix (the loss takes both)
         logits = self(x)
