@@ -29,7 +29,8 @@ class RecordRank(Callback):
             return
         sampler = trainer.train_dataloader.sampler
         sampler.set_epoch(0)
-        param = next(pl_module.net.parameters())
+        # A block of the body: FSDP2 keeps the root's own parameters unsharded between forward and backward.
+        param = next(pl_module.net.body.parameters())
         record = {
             "world_size": trainer.world_size,
             "share": [int(i) for i in sampler],

@@ -1,0 +1,122 @@
+"""Scaling by flags only: 2-process DDP and FSDP2 on CPU through the real CLI, and two simulated nodes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from proj.data import DigitsDataModule
+from proj.data.sampling import ClassBalancedSampler
+from proj.models import Classifier
+
+from conftest import CONFIGS, DEFAULT, ROOT
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+ARGS = [
+    "fit",
+    "--config",
+    DEFAULT,
+    "--trainer.accelerator=cpu",
+    "--trainer.max_epochs=3",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    '--trainer.callbacks+={"class_path": "helpers.RecordRank"}',
+]
+
+
+def env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": "1",  # two processes on two cores
+    }
+
+
+def run(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, "-m", "proj", *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def records(cwd: Path) -> list[dict]:
+    return [json.loads((cwd / f"record_rank{r}.json").read_text()) for r in range(2)]
+
+
+def single_process_test_accuracy(checkpoint: Path) -> float:
+    import lightning.pytorch as L
+
+    model = Classifier.load_from_checkpoint(checkpoint, map_location="cpu")
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    (metrics,) = trainer.test(model, datamodule=DigitsDataModule(), ckpt_path=None, verbose=False)
+    return metrics["test/acc"]
+
+
+def one_run_dir(cwd: Path) -> Path:
+    runs = list((cwd / "logs" / "default").iterdir())
+    assert [r.name for r in runs] == ["version_0"]
+    assert (runs[0] / "config.yaml").is_file()
+    return runs[0]
+
+
+def test_ddp_on_two_cpu_processes(tmp_path):
+    run(tmp_path, *ARGS, "--trainer.strategy=ddp", "--trainer.devices=2", "--data.init_args.sampler=oversample")
+    run_dir = one_run_dir(tmp_path)
+    first, second = records(tmp_path)
+    assert first["world_size"] == second["world_size"] == 2
+    # Lightning wrapped the resampling sampler: each rank draws its own half of the oversampled epoch.
+    assert first["sampler"] == "DistributedSamplerWrapper"
+    assert len(first["share"]) == len(second["share"])
+    epoch = list(ClassBalancedSampler(DigitsDataModule().train_labels(), "oversample", seed=0))
+    assert sorted(first["share"] + second["share"]) == sorted(epoch)  # together: exactly one resampled epoch
+    assert first["share"] != second["share"]
+    assert single_process_test_accuracy(run_dir / "checkpoints" / "last.ckpt") > 0.5  # chance is 0.1
+
+
+def test_fsdp2_shards_parameters_and_reloads_in_one_process(tmp_path):
+    run(tmp_path, *ARGS, "--config", str(CONFIGS / "trainer" / "fsdp2.yaml"), "--trainer.devices=2")
+    run_dir = one_run_dir(tmp_path)
+    first, second = records(tmp_path)
+    assert first["param_is_dtensor"] and second["param_is_dtensor"]
+    assert first["local_numel"] < first["full_numel"]  # each rank holds a shard
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()  # gathered into one file
+    assert single_process_test_accuracy(checkpoint) > 0.5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(cwd: Path, node_rank: int, port: int) -> subprocess.Popen:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={node_rank}"]
+    launcher += ["--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
+    flags = ["--trainer.strategy=ddp", "--trainer.num_nodes=2", "--trainer.devices=1"]
+    return subprocess.Popen(
+        [*launcher, "-m", "proj", *ARGS, *flags],
+        cwd=cwd,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_two_nodes_simulated_with_torchrun(tmp_path):
+    port = free_port()
+    nodes = [torchrun(tmp_path, rank, port) for rank in range(2)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, err[-4000:]
+    first, second = records(tmp_path)
+    assert first["world_size"] == second["world_size"] == 2
+    assert torch.load(one_run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
