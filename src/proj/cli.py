@@ -14,15 +14,18 @@ the same run directory and TensorBoard version. Checkpoints are read with torch'
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import pickle
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -129,9 +132,30 @@ def resume_args(args: list[str]) -> list[str]:
     ]
 
 
-def main(args: list[str] | None = None, run: bool = True) -> ProjCLI:
+# Our own subcommands, imported only when they run: `python -m proj fit` pays nothing for optuna or ray.
+COMMANDS = {
+    "tune": "proj.tune.optuna_search",
+    "lr_find": "proj.finders",
+    "batch_size_find": "proj.finders",
+    "cv": "proj.cv",
+}
+
+
+def run_fit(args: list[str], callbacks: Sequence[Callback] = ()) -> ProjCLI:
+    """One fit from config arguments, in this process, with extra callbacks: a trial of tune, a fold of cv."""
+    cli = main(args, run=False)
+    cli.trainer.callbacks.extend(callbacks)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return cli
+
+
+def main(args: list[str] | None = None, run: bool = True) -> Any:
     """Entry point of `python -m proj`; tests call it in-process with `args`."""
-    args = resume_args(list(sys.argv[1:] if args is None else args))
+    args = list(sys.argv[1:] if args is None else args)
+    if args and args[0] in COMMANDS:
+        module = importlib.import_module(COMMANDS[args[0]])
+        return module.command(args[0], args[1:])
+    args = resume_args(args)
     try:
         return ProjCLI(args=args, run=run, **cli_kwargs())
     except pickle.UnpicklingError as err:

@@ -9,13 +9,14 @@ else happens batched on the training device in `on_after_batch_transfer`: scalin
 and MixUp / CutMix (training batches only), then standardisation with statistics of the training split.
 """
 
+import itertools
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as L
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -40,6 +41,8 @@ class ArrayDataModule(L.LightningDataModule):
         augment: kornia augmentations (class_path list), applied to training batches on their device.
         mixup_alpha, cutmix_alpha: > 0 turns MixUp / CutMix on (Beta(alpha, alpha)); targets become soft.
         mix_prob: the probability that a training sample is mixed.
+        cv_folds, cv_fold: k-fold cross-validation (`python -m proj cv`): the test split is fold `cv_fold` of a
+            stratified `cv_folds`-fold partition; validation is carved out of the other folds.
     """
 
     num_classes: int
@@ -63,6 +66,8 @@ class ArrayDataModule(L.LightningDataModule):
         mix_prob: float = 1.0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        cv_folds: int = 0,
+        cv_fold: int = 0,
     ) -> None:
         super().__init__()
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
@@ -70,6 +75,10 @@ class ArrayDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name}={value} must lie strictly between 0 and 1")
         if val_fraction + test_fraction >= 1.0:
             raise ValueError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no data")
+        if cv_folds and not (cv_folds >= 2 and 0 <= cv_fold < cv_folds):
+            raise ValueError(
+                f"data.cv_fold={cv_fold} with data.cv_folds={cv_folds}: need cv_folds >= 2, 0 <= cv_fold < cv_folds"
+            )
         if sampler not in ("none", "oversample", "undersample", "balanced"):
             raise ValueError(f"data.sampler={sampler!r}: expected none, oversample, undersample or balanced")
         self.save_hyperparameters(ignore=["augment"])
@@ -105,7 +114,12 @@ class ArrayDataModule(L.LightningDataModule):
         """
         hp = self.hparams
         pool = np.arange(len(y) - fixed_test)
-        if fixed_test:
+        if hp.cv_folds:  # k-fold: this fold is the test split (a fixed test set is not used)
+            folds = StratifiedKFold(hp.cv_folds, shuffle=True, random_state=hp.split_seed)
+            rest, test = next(itertools.islice(folds.split(pool, y[pool]), hp.cv_fold, None))
+            pool, test = pool[rest], pool[test]
+            val_size = hp.val_fraction / (1.0 - 1.0 / hp.cv_folds)
+        elif fixed_test:
             test = np.arange(len(y) - fixed_test, len(y))
             val_size = hp.val_fraction
         else:
