@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,9 @@ class Preemption(Callback):
         self.requested = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+        if not hasattr(signal, "SIGUSR1") or threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only (a Ray trial runs in a worker thread)
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
             signal.signal(signal.SIGUSR1, self._request)
 
     def _request(self, signum: int, frame: Any) -> None:
@@ -99,7 +102,11 @@ class Preemption(Callback):
             rank_zero_info(f"Preempted: saved {path}. Resume with --resume {path.parent.parent}")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.requested or not hasattr(signal, "SIGUSR1"):
+        if (
+            self.requested
+            or not hasattr(signal, "SIGUSR1")
+            or threading.current_thread() is not threading.main_thread()
+        ):
             return
         if signal.getsignal(signal.SIGUSR1) == self._request:
             signal.signal(signal.SIGUSR1, signal.SIG_DFL)
