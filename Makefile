@@ -12,7 +12,7 @@ setup: $(STAMP)
 # Re-install only when the dependency lists change, so a second `make setup` takes a moment.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,hpo,ray]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,hpo,ray,export]"
 	touch $(STAMP)
 
 fit: setup

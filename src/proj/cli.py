@@ -21,7 +21,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as L
 import torch
@@ -44,6 +44,12 @@ class ProjCLI(LightningCLI):
             type=bool,
             default=True,
             help="After fit, test the best checkpoint (by the ModelCheckpoint monitor) on the test split.",
+        )
+        parser.add_argument(
+            "--test_ckpt",
+            type=Literal["best", "last"],
+            default="best",
+            help="Which checkpoint test_after_fit tests: best (by the ModelCheckpoint monitor) or last.",
         )
         parser.add_argument(
             "--resume",
@@ -83,10 +89,11 @@ class ProjCLI(LightningCLI):
             return
         if self.trainer.interrupted:
             return
+        which = self.config_init[self.subcommand].get("test_ckpt", "best")
         ckpt = self.trainer.checkpoint_callback
-        ckpt_path = "best" if ckpt is not None and getattr(ckpt, "best_model_path", "") else None
+        ckpt_path = which if ckpt is not None and getattr(ckpt, f"{which}_model_path", "") else None
         if ckpt_path is None:
-            rank_zero_warn("No best checkpoint was saved: testing the final weights instead.")
+            rank_zero_warn(f"No {which} checkpoint was saved: testing the final weights instead.")
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
 
 
@@ -138,6 +145,7 @@ COMMANDS = {
     "lr_find": "proj.finders",
     "batch_size_find": "proj.finders",
     "cv": "proj.cv",
+    "export": "proj.export",
 }
 
 
@@ -149,13 +157,40 @@ def run_fit(args: list[str], callbacks: Sequence[Callback] = ()) -> ProjCLI:
     return cli
 
 
+SUBCOMMAND_KEYS = ("ckpt_path", "weights_only")
+
+
+def without_subcommand_keys(args: list[str]) -> list[str]:
+    """A run's config.yaml also holds the fit subcommand's own keys (ckpt_path, weights_only); the parser of
+    `run=False` (export, tune, cv) has no subcommand and refuses them: give it copies without them."""
+    import tempfile
+
+    import yaml
+
+    out, it = [], iter(args)
+    for arg in it:
+        if arg == "--config" or arg.startswith("--config="):
+            path = arg.split("=", 1)[1] if "=" in arg else next(it)
+            content = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+            if isinstance(content, dict) and any(k in content for k in SUBCOMMAND_KEYS):
+                for key in SUBCOMMAND_KEYS:
+                    content.pop(key, None)
+                with tempfile.NamedTemporaryFile("w", suffix=f"-{Path(path).name}", delete=False) as f:
+                    yaml.safe_dump(content, f, sort_keys=False)
+                path = f.name
+            out += ["--config", path]
+        else:
+            out.append(arg)
+    return out
+
+
 def main(args: list[str] | None = None, run: bool = True) -> Any:
     """Entry point of `python -m proj`; tests call it in-process with `args`."""
     args = list(sys.argv[1:] if args is None else args)
     if args and args[0] in COMMANDS:
         module = importlib.import_module(COMMANDS[args[0]])
         return module.command(args[0], args[1:])
-    args = resume_args(args)
+    args = resume_args(args) if run else without_subcommand_keys(args)
     try:
         return ProjCLI(args=args, run=run, **cli_kwargs())
     except pickle.UnpicklingError as err:

@@ -41,6 +41,8 @@ class ArrayDataModule(L.LightningDataModule):
         augment: kornia augmentations (class_path list), applied to training batches on their device.
         mixup_alpha, cutmix_alpha: > 0 turns MixUp / CutMix on (Beta(alpha, alpha)); targets become soft.
         mix_prob: the probability that a training sample is mixed.
+        predict_split: the split `predict` runs on (test by default), unless the dataset is given new samples
+            (an image folder's predict_root, a CSV's predict_path).
         cv_folds, cv_fold: k-fold cross-validation (`python -m proj cv`): the test split is fold `cv_fold` of a
             stratified `cv_folds`-fold partition; validation is carved out of the other folds.
     """
@@ -66,6 +68,7 @@ class ArrayDataModule(L.LightningDataModule):
         mix_prob: float = 1.0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        predict_split: Literal["train", "val", "test"] = "test",
         cv_folds: int = 0,
         cv_fold: int = 0,
     ) -> None:
@@ -100,6 +103,19 @@ class ArrayDataModule(L.LightningDataModule):
     def load_test_arrays(self) -> Arrays | None:
         """A fixed test set, if the dataset has one; else the test split is carved out of `load_arrays`."""
         return None
+
+    def load_predict_arrays(self) -> tuple[np.ndarray | Tensor, list[str]] | None:
+        """New, unlabelled samples to predict and an id for each, when the dataset is configured with some."""
+        return None
+
+    def sample_id(self, index: int) -> str:
+        """A name for sample `index` of `load_arrays` (a file, a line): predictions.csv's id column."""
+        return str(index)
+
+    def sample_ids(self, split: str) -> list[str]:
+        if split == "predict":
+            return self.predict_ids
+        return [self.sample_id(int(i)) for i in self.indices[split]]
 
     def preprocess(self, x: Tensor, train: Tensor) -> Tensor:
         """Fit anything else on the training rows `train` (keep it in self.stats) and apply it to all of x."""
@@ -144,6 +160,12 @@ class ArrayDataModule(L.LightningDataModule):
         if self.hparams.standardize and "mean" not in self.stats:
             self.stats["mean"], self.stats["std"] = channel_stats(x[indices["train"]], self.scale)
         self.splits = {name: TensorDataset(x[idx], y[idx]) for name, idx in indices.items()}
+        self.indices = indices
+        new = self.load_predict_arrays()
+        if new is not None:  # unlabelled: label -1, preprocessed with the training statistics
+            px, self.predict_ids = new
+            px = self.preprocess(torch.as_tensor(px), indices["train"])
+            self.splits["predict"] = TensorDataset(px, torch.full((len(px),), -1, dtype=torch.long))
 
     def train_labels(self) -> Tensor:
         self.setup()
@@ -188,7 +210,7 @@ class ArrayDataModule(L.LightningDataModule):
         return self.loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self.loader("test")
+        return self.loader("predict" if "predict" in self.splits else self.hparams.predict_split)
 
     # --- on the device ---------------------------------------------------------------------------------
 

@@ -19,8 +19,17 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 class ImageFolderDataModule(ArrayDataModule):
     scale = 1.0 / 255.0
 
-    def __init__(self, root: str, image_size: tuple[int, int] = (32, 32), grayscale: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        root: str,
+        image_size: tuple[int, int] = (32, 32),
+        grayscale: bool = False,
+        predict_root: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """predict_root: a folder of new images (no class sub-folders) for `predict`."""
         self.root = Path(root)
+        self.predict_root = Path(predict_root) if predict_root else None
         if not self.root.is_dir():
             raise FileNotFoundError(f"data.root={str(self.root)!r} is not a directory of class sub-folders")
         self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir())
@@ -44,16 +53,32 @@ class ImageFolderDataModule(ArrayDataModule):
         super().__init__(**kwargs)
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        x = self.read_images([path for path, _ in self.files])
+        return x, np.array([label for _, label in self.files], dtype=np.int64)
+
+    def sample_id(self, index: int) -> str:
+        return str(self.files[index][0])
+
+    def load_predict_arrays(self) -> tuple[np.ndarray, list[str]] | None:
+        if self.predict_root is None:
+            return None
+        if not self.predict_root.is_dir():
+            raise FileNotFoundError(f"data.predict_root={str(self.predict_root)!r} is not a directory of images")
+        paths = sorted(p for p in self.predict_root.iterdir() if p.suffix.lower() in EXTENSIONS)
+        if not paths:
+            raise ValueError(f"data.predict_root={str(self.predict_root)!r} holds no image ({', '.join(EXTENSIONS)})")
+        return self.read_images(paths), [str(p) for p in paths]
+
+    def read_images(self, paths: list[Path]) -> np.ndarray:
         images, bad = [], []
         height, width = self.image_size
-        for path, _ in self.files:
+        for path in paths:
             try:
                 with Image.open(path) as im:
                     images.append(np.asarray(im.convert(self.mode).resize((width, height), Image.BILINEAR)))
             except (OSError, ValueError) as err:  # PIL raises these for truncated or non-image files
                 bad.append(f"  {path}: {err}")
         if bad:
-            raise ValueError(f"{len(bad)} image file(s) under {self.root} cannot be read:\n" + "\n".join(bad[:20]))
+            raise ValueError(f"{len(bad)} image file(s) cannot be read:\n" + "\n".join(bad[:20]))
         x = np.stack(images)
-        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # to (N, C, H, W)
-        return x, np.array([label for _, label in self.files], dtype=np.int64)
+        return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # to (N, C, H, W)

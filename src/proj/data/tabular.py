@@ -26,9 +26,12 @@ class CSVDataModule(ArrayDataModule):
         target: str,
         features: list[str] | None = None,
         impute: Literal["mean", "median"] = "mean",
+        predict_path: str | None = None,
         **kwargs: Any,
     ) -> None:
+        """predict_path: a CSV of new rows (same feature columns; the target column may be absent)."""
         self.path = Path(path)
+        self.predict_path = Path(predict_path) if predict_path else None
         if not self.path.is_file():
             raise FileNotFoundError(f"data.path={str(self.path)!r} does not exist")
         self.impute = impute
@@ -39,6 +42,17 @@ class CSVDataModule(ArrayDataModule):
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return self.x, self.y
+
+    def sample_id(self, index: int) -> str:
+        return f"{self.path.name}:{index + 2}"  # the line in the file (after the header)
+
+    def load_predict_arrays(self) -> tuple[np.ndarray, list[str]] | None:
+        if self.predict_path is None:
+            return None
+        if not self.predict_path.is_file():
+            raise FileNotFoundError(f"data.predict_path={str(self.predict_path)!r} does not exist")
+        x = read_features(self.predict_path, self.features)
+        return x, [f"{self.predict_path.name}:{i + 2}" for i in range(len(x))]
 
     def preprocess(self, x: Tensor, train: Tensor) -> Tensor:
         if "impute" not in self.stats:
@@ -81,6 +95,21 @@ def read_csv(
     classes = sorted(set(labels), key=natural_key)
     index = {name: i for i, name in enumerate(classes)}
     return x, np.array([index[v] for v in labels], dtype=np.int64), features, classes
+
+
+def read_features(path: Path, features: list[str]) -> np.ndarray:
+    """The feature columns of a CSV of new rows, by name."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header = [h.strip() for h in rows[0]] if rows else []
+    missing = [c for c in features if c not in header]
+    if missing:
+        raise ValueError(f"{path} lacks the feature column(s) {missing}; columns: {', '.join(header)}")
+    cols = [header.index(c) for c in features]
+    return np.array(
+        [[parse_number(row[c], path, r + 2, header[c]) for c in cols] for r, row in enumerate(rows[1:])],
+        dtype=np.float32,
+    )
 
 
 def parse_number(value: str, path: Path, line: int, column: str) -> float:
