@@ -43,16 +43,21 @@ class Recorder(Callback):
             self.val_losses.append(float(trainer.callback_metrics["val/loss"]))
 
 
-def fit_recipe(name: str) -> Recorder:
-    recipe = str(CONFIGS / "optim" / f"{name}.yaml")
-    result = cli(
+def recipe_args(name: str) -> list[str]:
+    return [
         "--config",
         DEFAULT,
         "--config",
-        recipe,
+        str(CONFIGS / "optim" / f"{name}.yaml"),
         f"--trainer.max_epochs={EPOCHS}",
         f"--trainer.limit_train_batches={BATCHES}",
         f"--trainer.accumulate_grad_batches={ACCUMULATE}",
+    ]
+
+
+def fit_recipe(name: str) -> Recorder:
+    result = cli(
+        *recipe_args(name),
         "--trainer.limit_val_batches=2",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
@@ -170,6 +175,13 @@ def test_recipe_lr_equals_torch_driven_by_hand(name, in_tmp):
     got = [recorder.lrs[i] for i in range(TOTAL_STEPS)]
     assert got == pytest.approx(expected, rel=1e-9, abs=1e-15)
     assert len(set(expected)) > 1  # the schedule really moves within this short fit
+    # The preview (`python -m proj schedule`) draws the same numbers without training.
+    preview = cli("schedule", *recipe_args(name), f"--out={in_tmp / 'lr.png'}")
+    assert (in_tmp / "lr.png").is_file()
+    if name == "rmsprop_plateau":  # it reacts to validation results, which a preview does not have
+        assert set(preview["lrs"]) == {got[0]}
+    else:
+        assert preview["lrs"] == pytest.approx(got, rel=1e-12, abs=1e-15)
 
 
 def test_adam_then_sgd_switches_optimizer_and_schedule(in_tmp):
@@ -187,6 +199,8 @@ def test_adam_then_sgd_switches_optimizer_and_schedule(in_tmp):
         return None
 
     recorder = fit_recipe("adam_then_sgd")
+    preview = cli("schedule", *recipe_args("adam_then_sgd"), f"--out={in_tmp / 'lr.png'}")
+    assert preview["lrs"] == pytest.approx([recorder.lrs[i] for i in range(TOTAL_STEPS)], rel=1e-12, abs=1e-15)
     expected = drive(build)
     assert [recorder.lrs[i] for i in range(TOTAL_STEPS)] == pytest.approx(expected, rel=1e-9, abs=1e-15)
     assert {e: n for e, n in recorder.optimizers.items() if e in (switch - 1, switch)} == {

@@ -146,6 +146,8 @@ COMMANDS = {
     "batch_size_find": "proj.finders",
     "cv": "proj.cv",
     "export": "proj.export",
+    "schedule": "proj.schedule",
+    "new": "proj.scaffold",
 }
 
 

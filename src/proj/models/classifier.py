@@ -126,18 +126,20 @@ class Classifier(L.LightningModule):
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 
-    def evaluate(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, prefix: str) -> None:
+    def evaluate(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, prefix: str) -> dict[str, Tensor]:
         x, y = batch
         logits = self(x)
         self.log(f"{prefix}loss", self.loss_fn(logits, y), prog_bar=prefix == "val/")
-        metrics.update(logits.softmax(-1), y)
+        probs = logits.softmax(-1)
+        metrics.update(probs, y)
         self.log_dict(metrics, prog_bar=False)
+        return {"probs": probs.detach(), "target": y}  # for callbacks (the confusion matrix view)
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.evaluate(batch, self.val_metrics, "val/")
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self.evaluate(batch, self.val_metrics, "val/")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.evaluate(batch, self.test_metrics, "test/")
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self.evaluate(batch, self.test_metrics, "test/")
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Class probabilities for each input."""

@@ -1,0 +1,165 @@
+"""TensorBoard views: callbacks that draw what curves alone do not show. Switched on in configs/default.yaml.
+
+- ConfusionMatrix: a figure of the validation confusion matrix after every validation epoch.
+- SampleGrid: one grid of training samples as the model sees them (augmented, mixed), once per run.
+- HParams: the run's hyper-parameters with its final metrics, so the HPARAMS tab compares runs.
+- GradNorm: the global gradient norm before clipping (to choose gradient_clip_val, to spot explosions).
+- Throughput: samples per second (Lightning's ThroughputMonitor, with the batch size read from the batch).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.callbacks import Callback, ThroughputMonitor
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+
+def tensorboard(trainer: L.Trainer) -> Any:
+    """The SummaryWriter of the run's TensorBoard logger, or None (other loggers, non-zero ranks)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+            return logger.experiment
+    return None
+
+
+class ConfusionMatrix(Callback):
+    """Rows: true class; columns: predicted class; each row normalised to sum to 1."""
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.matrix: MulticlassConfusionMatrix | None = None
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        num_classes = pl_module.hparams.get("num_classes") or trainer.datamodule.num_classes
+        self.matrix = MulticlassConfusionMatrix(num_classes, normalize="true").to(pl_module.device)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if isinstance(outputs, dict) and "probs" in outputs:
+            self.matrix.update(outputs["probs"], outputs["target"])
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = tensorboard(trainer)
+        if writer is None or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        matrix = self.matrix.compute().cpu().numpy()
+        size = max(4, 0.4 * len(matrix))
+        figure, ax = plt.subplots(figsize=(size, size))
+        ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+        ax.set(xlabel="predicted", ylabel="true", title=f"validation, epoch {trainer.current_epoch}")
+        if len(matrix) <= 20:
+            for (i, j), v in (
+                (ij, matrix[ij]) for ij in [(i, j) for i in range(len(matrix)) for j in range(len(matrix))]
+            ):
+                if v >= 0.01:
+                    ax.text(
+                        j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.5 else "black"
+                    )
+        writer.add_figure("val/confusion_matrix", figure, global_step=trainer.global_step)
+        plt.close(figure)
+
+
+class SampleGrid(Callback):
+    """The first training batch after augmentation, each image min-max scaled for display."""
+
+    def __init__(self, max_images: int = 32) -> None:
+        self.max_images = max_images
+        self.done = False
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.done:
+            return
+        self.done = True
+        writer = tensorboard(trainer)
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if writer is None or x.ndim != 4:  # images only (N, C, H, W)
+            return
+        writer.add_image(
+            "train/augmented_samples", image_grid(x[: self.max_images].detach().float().cpu()), trainer.global_step
+        )
+
+
+def image_grid(x: torch.Tensor, pad: int = 1) -> torch.Tensor:
+    """(N, C, H, W) -> one (C, rows * H, cols * W) image, every sample scaled to [0, 1]."""
+    n, c, h, w = x.shape
+    low = x.flatten(1).min(1).values.view(n, 1, 1, 1)
+    high = x.flatten(1).max(1).values.view(n, 1, 1, 1)
+    x = (x - low) / (high - low).clamp_min(1e-8)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = torch.ones(c, rows * (h + pad) + pad, cols * (w + pad) + pad)
+    for i in range(n):
+        r, col = divmod(i, cols)
+        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = x[i]
+    return grid
+
+
+class HParams(Callback):
+    """Writes the hyper-parameters with metrics declared (hp/...), then their values at the end of fit and test."""
+
+    def __init__(self, metrics: tuple[str, ...] = ("val/acc", "val/loss", "test/acc", "test/loss")) -> None:
+        self.metrics = metrics
+
+    @staticmethod
+    def tag(metric: str) -> str:
+        return "hp/" + metric.replace("/", "_")
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if logger is None:
+            return
+        params = dict(pl_module.hparams)
+        if trainer.datamodule is not None:
+            params.update({f"data/{k}": v for k, v in trainer.datamodule.hparams.items()})
+        logger.log_hyperparams(params, metrics={self.tag(m): float("nan") for m in self.metrics})
+
+    def log_final(self, trainer: L.Trainer, prefix: str) -> None:
+        values = {
+            self.tag(m): float(trainer.callback_metrics[m])
+            for m in self.metrics
+            if m.startswith(prefix) and m in trainer.callback_metrics
+        }
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger) and values:
+                logger.log_metrics(values, step=trainer.global_step)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.log_final(trainer, "val/")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.log_final(trainer, "test/")
+
+
+class GradNorm(Callback):
+    """The L2 norm of all gradients together, before clipping, every `log_every_n_steps`."""
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        if not trainer._logger_connector.should_update_logs:
+            return
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach()) for g in grads]))
+            pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+
+class Throughput(ThroughputMonitor):
+    """Lightning's ThroughputMonitor, configurable from YAML: the batch size is the first tensor's length."""
+
+    def __init__(self, window_size: int = 50) -> None:
+        super().__init__(batch_size_fn=batch_size, window_size=window_size)
+
+
+def batch_size(batch: Any) -> int:
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return len(x)
