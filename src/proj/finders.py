@@ -79,18 +79,15 @@ def steepest_descent(lrs: np.ndarray, losses: np.ndarray, skip: float = 0.2) -> 
 
 
 def plot(lrs: np.ndarray, losses: np.ndarray, suggestion: float, path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (a notebook's) alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, ax = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    ax = figure.subplots()
     ax.plot(lrs, losses)
     ax.axvline(suggestion, color="red", linestyle="--", label=f"suggested lr {suggestion:.2g}")
     ax.set(xscale="log", xlabel="learning rate", ylabel="training loss (smoothed)", title="lr_find")
     ax.legend()
     figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
 
 
 def batch_size_find(args: list[str]) -> dict[str, Any]:

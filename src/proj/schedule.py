@@ -72,12 +72,10 @@ def simulate(config_args: list[str]) -> NoTraining:
 
 
 def plot(recorder: NoTraining, path: Path, title: str) -> Path:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (a notebook's) alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, ax = plt.subplots(figsize=(8, 3.5))
+    figure = Figure(figsize=(8, 3.5))
+    ax = figure.subplots()
     names = list(dict.fromkeys(k for lrs in recorder.lrs for k in lrs))
     for name in names:
         ax.plot([lrs.get(name, float("nan")) for lrs in recorder.lrs], label=name, linewidth=1.2)
@@ -89,7 +87,6 @@ def plot(recorder: NoTraining, path: Path, title: str) -> Path:
         ax.legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
     return path
 
 

@@ -46,14 +46,12 @@ class ConfusionMatrix(Callback):
         writer = tensorboard(trainer)
         if writer is None or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: no global backend, safe in notebooks and threads
 
         matrix = self.matrix.compute().cpu().numpy()
         size = max(4, 0.4 * len(matrix))
-        figure, ax = plt.subplots(figsize=(size, size))
+        figure = Figure(figsize=(size, size))
+        ax = figure.subplots()
         ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
         ax.set(xlabel="predicted", ylabel="true", title=f"validation, epoch {trainer.current_epoch}")
         if len(matrix) <= 20:
@@ -65,7 +63,6 @@ class ConfusionMatrix(Callback):
                         j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.5 else "black"
                     )
         writer.add_figure("val/confusion_matrix", figure, global_step=trainer.global_step)
-        plt.close(figure)
 
 
 class SampleGrid(Callback):
