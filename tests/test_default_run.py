@@ -1,5 +1,6 @@
 """The default run: accuracy on held-out digits, the run directory, and what TensorBoard shows."""
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,16 @@ def test_tensorboard_has_losses_metrics_and_learning_rate(default_run):
     tags = set(events.Tags()["scalars"])
     for tag in ("train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/f1", "val/auroc"):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
+    assert {"train/grad_norm", "train/device/samples_per_sec", "hp/val_acc", "hp/test_acc"} <= tags
+    images = set()
+    hparams = set()
+    for f in (workdir / "logs" / "default" / "version_0").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(f)).Reload()
+        images |= set(acc.Tags()["images"])
+        with contextlib.suppress(KeyError):  # only the file written during fit holds them
+            hparams |= set(acc.PluginTagToContent("hparams"))
+    assert {"val/confusion_matrix", "train/augmented_samples"} <= images
+    assert "_hparams_/experiment" in hparams  # the HPARAMS tab, with the hp/ metrics above
     lr_tags = [t for t in tags if t.startswith("lr/")]
     assert lr_tags, sorted(tags)
     lrs = [e.value for e in events.Scalars(lr_tags[0])]
