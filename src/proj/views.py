@@ -43,12 +43,14 @@ class ConfusionMatrix(Callback):
             self.matrix.update(outputs["probs"], outputs["target"])
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+            return
+        matrix = self.matrix.compute().cpu().numpy()  # on every rank: under DDP this gathers from all of them
         writer = tensorboard(trainer)
-        if writer is None or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+        if writer is None:  # other ranks, other loggers
             return
         from matplotlib.figure import Figure  # no pyplot: no global backend, safe in notebooks and threads
 
-        matrix = self.matrix.compute().cpu().numpy()
         size = max(4, 0.4 * len(matrix))
         figure = Figure(figsize=(size, size))
         ax = figure.subplots()
