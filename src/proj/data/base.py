@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from proj.data.augment import BatchMix
+from proj.data.device import DeviceBatches
 from proj.data.sampling import ClassBalancedSampler, SamplerMode, balanced_class_weights
 
 Arrays = tuple[np.ndarray | Tensor, np.ndarray | Tensor]
@@ -41,6 +42,8 @@ class ArrayDataModule(L.LightningDataModule):
         augment: kornia augmentations (class_path list), applied to training batches on their device.
         mixup_alpha, cutmix_alpha: > 0 turns MixUp / CutMix on (Beta(alpha, alpha)); targets become soft.
         mix_prob: the probability that a training sample is mixed.
+        device_resident: keep the training split on the training device and draw batches by index (no
+            DataLoader, no workers, no collation): the fast path for datasets that fit in device memory.
         predict_split: the split `predict` runs on (test by default), unless the dataset is given new samples
             (an image folder's predict_root, a CSV's predict_path).
         cv_folds, cv_fold: k-fold cross-validation (`python -m proj cv`): the test split is fold `cv_fold` of a
@@ -68,6 +71,7 @@ class ArrayDataModule(L.LightningDataModule):
         mix_prob: float = 1.0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        device_resident: bool = False,
         predict_split: Literal["train", "val", "test"] = "test",
         cv_folds: int = 0,
         cv_fold: int = 0,
@@ -197,11 +201,22 @@ class ArrayDataModule(L.LightningDataModule):
             persistent_workers=hp.persistent_workers and hp.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        mode = self.hparams.sampler
-        if mode == "none":
-            return self.loader("train", shuffle=True)
-        return self.loader("train", sampler=ClassBalancedSampler(self.train_labels(), mode, self.hparams.split_seed))
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
+        mode, seed = self.hparams.sampler, self.hparams.split_seed
+        sampler = None if mode == "none" else ClassBalancedSampler(self.train_labels(), mode, seed)
+        if self.hparams.device_resident and self.trainer is not None:
+            return self.device_batches(sampler)
+        return self.loader("train", shuffle=sampler is None, sampler=sampler)
+
+    def device_batches(self, sampler: ClassBalancedSampler | None) -> DeviceBatches:
+        trainer = self.trainer
+        device = trainer.strategy.root_device
+        x, y = (t.to(device) for t in self.splits["train"].tensors)  # once per fit: the split stays there
+        return DeviceBatches(
+            # the run's seed (seed_everything), the same on every rank and again on resume
+            x, y, self.batch_size, shuffle=True, seed=torch.initial_seed() % 2**31, order=sampler,
+            rank=trainer.global_rank, world_size=trainer.world_size,
+        )  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")
