@@ -396,14 +396,14 @@ class RunLength:
         next_start = self.stages[index + 1].start_epoch if index + 1 < len(self.stages) else None
         max_epochs = t.max_epochs if t.max_epochs is not None and t.max_epochs >= 0 else None
         max_steps = t.max_steps if t.max_steps is not None and t.max_steps > 0 else None
-        per_epoch = self.steps_per_epoch(where, interval)
-        if interval == "epoch":
+        if interval == "epoch":  # the data's length matters only when max_steps may end the run first
             ends = [e for e in (next_start, max_epochs) if e is not None]
             if max_steps is not None:
-                ends.append(math.ceil(max_steps / per_epoch))
+                ends.append(math.ceil(max_steps / self.steps_per_epoch(where, interval)))
             if not ends:
                 self.unknown(where, interval, "trainer.max_epochs is -1 and trainer.max_steps is not set")
             return min(ends) - stage.start_epoch
+        per_epoch = self.steps_per_epoch(where, interval)
         ends = [e * per_epoch for e in (next_start, max_epochs) if e is not None]
         if max_steps is not None:
             ends.append(max_steps)
