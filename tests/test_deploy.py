@@ -19,12 +19,13 @@ pytestmark = pytest.mark.slow
 def trained(default_run):
     """The default run's directory and its best checkpoint (the session's one full fit)."""
     workdir, result = default_run
-    return workdir, workdir / "logs" / "default" / "version_0", result.trainer.checkpoint_callback.best_model_path
+    best = workdir / result.trainer.checkpoint_callback.best_model_path  # absolute: tests run in their own folders
+    return workdir, workdir / "logs" / "default" / "version_0", str(best)
 
 
-def test_predict_writes_one_row_per_input_with_the_test_accuracy(trained, monkeypatch):
-    workdir, run_dir, best = trained
-    monkeypatch.chdir(workdir)
+def test_predict_writes_one_row_per_input_with_the_test_accuracy(trained, tmp_path, monkeypatch):
+    _, run_dir, best = trained
+    monkeypatch.chdir(tmp_path)  # predict and test start run directories of their own: not in the shared run
     args = ["--config", str(run_dir / "config.yaml"), f"--ckpt_path={best}", "--trainer.enable_progress_bar=false"]
     cli("predict", *args)
     with open(run_dir / "predictions.csv") as f:
@@ -42,12 +43,12 @@ def test_predict_writes_one_row_per_input_with_the_test_accuracy(trained, monkey
 
 
 @pytest.fixture(scope="module")
-def onnx_export(trained):
-    workdir, run_dir, best = trained
+def onnx_export(trained, tmp_path_factory):
+    _, run_dir, best = trained
     import os
 
     cwd = os.getcwd()
-    os.chdir(workdir)
+    os.chdir(tmp_path_factory.mktemp("export"))
     try:
         info = cli(
             "export",
@@ -86,8 +87,8 @@ def test_int8_is_smaller_and_within_one_point(onnx_export):
 
 
 def test_torchscript_export_reloads_and_matches(trained, tmp_path, monkeypatch):
-    workdir, run_dir, best = trained
-    monkeypatch.chdir(workdir)
+    _, run_dir, best = trained
+    monkeypatch.chdir(tmp_path)
     info = cli(
         "export",
         "--config",
@@ -102,8 +103,8 @@ def test_torchscript_export_reloads_and_matches(trained, tmp_path, monkeypatch):
 
 
 def test_export_errors_name_the_problem(trained, tmp_path, monkeypatch):
-    workdir, run_dir, best = trained
-    monkeypatch.chdir(workdir)
+    _, run_dir, best = trained
+    monkeypatch.chdir(tmp_path)
     config = ["--config", str(run_dir / "config.yaml")]
     with pytest.raises(ValueError, match=r"--format 'tflite' is not supported: choose onnx or torchscript"):
         cli("export", *config, f"--ckpt_path={best}", "--format=tflite")
