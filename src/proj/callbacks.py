@@ -171,7 +171,7 @@ class PredictionWriter(BasePredictionWriter):
         self.path = run_dir / name
         self.path.parent.mkdir(parents=True, exist_ok=True)
         dm = trainer.datamodule
-        names = class_names(dm, pl_module)
+        names = class_names(dm)
         split = "predict" if "predict" in getattr(dm, "splits", {}) else dm.hparams.get("predict_split", "test")
         self.ids = dm.sample_ids(split) if hasattr(dm, "sample_ids") else None
         with open(self.path, "w", newline="") as f:
@@ -191,7 +191,7 @@ class PredictionWriter(BasePredictionWriter):
         rank_zero_info(f"predictions written to {self.path}")
 
 
-def class_names(datamodule: Any, pl_module: Any = None) -> list[str]:
+def class_names(datamodule: Any) -> list[str]:
     names = getattr(datamodule, "classes", None)
     if names:
         return [str(n) for n in names]

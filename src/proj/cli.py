@@ -159,6 +159,18 @@ def run_fit(args: list[str], callbacks: Sequence[Callback] = ()) -> ProjCLI:
     return cli
 
 
+def take_options(args: list[str], defaults: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Our subcommands' own options (`--name value` or `--name=value`, values as given), and the other args."""
+    values, rest, it = dict(defaults), [], iter(args)
+    for arg in it:
+        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+        if name in defaults:
+            values[name] = arg.split("=", 1)[1] if "=" in arg else next(it)
+        else:
+            rest.append(arg)
+    return values, rest
+
+
 SUBCOMMAND_KEYS = ("ckpt_path", "weights_only")
 
 

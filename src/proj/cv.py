@@ -16,12 +16,10 @@ from typing import Any
 
 
 def parse(args: list[str]) -> tuple[int, list[str]]:
-    folds, rest, it = 5, [], iter(args)
-    for arg in it:
-        if arg == "--folds" or arg.startswith("--folds="):
-            folds = int(arg.split("=", 1)[1] if "=" in arg else next(it))
-        else:
-            rest.append(arg)
+    from proj.cli import take_options
+
+    options, rest = take_options(args, {"folds": 5})
+    folds = int(options["folds"])
     if folds < 2:
         raise ValueError(f"--folds={folds}: cross-validation needs at least 2 folds")
     return folds, rest

@@ -47,14 +47,9 @@ class Deployable(nn.Module):
 
 
 def parse(args: list[str]) -> tuple[dict[str, Any], list[str]]:
-    options: dict[str, Any] = {"format": "onnx", "quantize": None, "out": None, "ckpt_path": None}
-    rest, it = [], iter(args)
-    for arg in it:
-        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
-        if name in options:
-            options[name] = arg.split("=", 1)[1] if "=" in arg else next(it)
-        else:
-            rest.append(arg)
+    from proj.cli import take_options
+
+    options, rest = take_options(args, {"format": "onnx", "quantize": None, "out": None, "ckpt_path": None})
     if options["format"] not in FORMATS:
         raise ValueError(f"--format {options['format']!r} is not supported: choose {' or '.join(FORMATS)}")
     if options["quantize"] not in (None, "int8"):

@@ -21,14 +21,10 @@ from lightning.pytorch.tuner import Tuner
 
 
 def options(args: list[str], defaults: dict[str, float]) -> tuple[dict[str, float], list[str]]:
-    values, rest, it = dict(defaults), [], iter(args)
-    for arg in it:
-        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
-        if name in defaults:
-            values[name] = float(arg.split("=", 1)[1] if "=" in arg else next(it))
-        else:
-            rest.append(arg)
-    return values, rest
+    from proj.cli import take_options
+
+    values, rest = take_options(args, defaults)
+    return {k: float(v) for k, v in values.items()}, rest
 
 
 def command(name: str, args: list[str]) -> dict[str, Any]:

@@ -75,12 +75,12 @@ def new_project(destination: Path, name: str) -> list[Path]:
 
 
 def command(name: str, args: list[str]) -> list[Path]:
-    destination, package, it = None, None, iter(args)
-    for arg in it:
-        if arg == "--name" or arg.startswith("--name="):
-            package = arg.split("=", 1)[1] if "=" in arg else next(it)
-        elif not arg.startswith("-"):
-            destination = Path(arg)
+    from proj.cli import take_options
+
+    options, rest = take_options(args, {"name": None})
+    package = options["name"]
+    folders = [a for a in rest if not a.startswith("-")]
+    destination = Path(folders[-1]) if folders else None
     if destination is None:
         raise ValueError("usage: python -m proj new <folder> [--name <package>]")
     package = package or destination.resolve().name.replace("-", "_")

@@ -91,12 +91,10 @@ def plot(recorder: NoTraining, path: Path, title: str) -> Path:
 
 
 def command(name: str, args: list[str]) -> dict[str, Any]:
-    out, rest, it = Path("lr_schedule.png"), [], iter(args)
-    for arg in it:
-        if arg == "--out" or arg.startswith("--out="):
-            out = Path(arg.split("=", 1)[1] if "=" in arg else next(it))
-        else:
-            rest.append(arg)
+    from proj.cli import take_options
+
+    options, rest = take_options(args, {"out": "lr_schedule.png"})
+    out = Path(options["out"])
     recorder = simulate(rest)
     configs = [Path(a).stem for a in rest if a.endswith(".yaml")]
     plot(recorder, out, "lr schedule: " + " + ".join(configs))

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ThroughputMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -56,10 +57,8 @@ class ConfusionMatrix(Callback):
         ax = figure.subplots()
         ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
         ax.set(xlabel="predicted", ylabel="true", title=f"validation, epoch {trainer.current_epoch}")
-        if len(matrix) <= 20:
-            for (i, j), v in (
-                (ij, matrix[ij]) for ij in [(i, j) for i in range(len(matrix)) for j in range(len(matrix))]
-            ):
+        if len(matrix) <= 20:  # numbers in the cells while they stay readable
+            for (i, j), v in np.ndenumerate(matrix):
                 if v >= 0.01:
                     ax.text(
                         j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.5 else "black"

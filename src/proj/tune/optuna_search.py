@@ -60,12 +60,19 @@ def best(values: list[float], direction: str) -> float:
     return max(values) if direction == "maximize" else min(values)
 
 
+def plain(values: list[Any]) -> bool:
+    """Optuna stores plain values only: other choices (dicts, lists) are suggested by their index."""
+    return all(isinstance(v, (str, int, float, bool, type(None))) for v in values)
+
+
+def optuna_choices(values: list[Any]) -> list[Any]:
+    return values if plain(values) else list(range(len(values)))
+
+
 def suggest(trial: optuna.Trial, p: Param) -> Any:
     if p.type == "categorical":
-        # Optuna stores plain values only: dict / list choices are suggested by their index.
-        plain = all(isinstance(c, (str, int, float, bool, type(None))) for c in p.choices)
-        index_or_value = trial.suggest_categorical(p.key, p.choices if plain else list(range(len(p.choices))))
-        return index_or_value if plain else p.choices[index_or_value]
+        index_or_value = trial.suggest_categorical(p.key, optuna_choices(p.choices))
+        return index_or_value if plain(p.choices) else p.choices[index_or_value]
     if p.type == "int":
         return trial.suggest_int(p.key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
     return trial.suggest_float(p.key, p.low, p.high, step=p.step, log=p.log)
@@ -76,8 +83,7 @@ def decode(search: SearchConfig, params: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in params.items():
         p = search.space[key]
-        plain = p.type != "categorical" or all(isinstance(c, (str, int, float, bool, type(None))) for c in p.choices)
-        out[key] = value if plain else p.choices[value]
+        out[key] = value if p.type != "categorical" or plain(p.choices) else p.choices[value]
     return out
 
 
@@ -132,7 +138,7 @@ def create_study(search: SearchConfig) -> optuna.Study:
         "tpe": lambda: optuna.samplers.TPESampler(seed=search.seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=search.seed),
         "grid": lambda: optuna.samplers.GridSampler(
-            {p.key: grid_values(p) for p in search.space.values()}, seed=search.seed
+            {p.key: optuna_choices(p.grid_values()) for p in search.space.values()}, seed=search.seed
         ),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=search.seed),
     }
@@ -167,12 +173,6 @@ def rdb_storage(url: str, heartbeat_interval: int, attempts: int = 5) -> optuna.
                 raise
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
-
-
-def grid_values(p: Param) -> list[Any]:
-    values = p.grid_values()
-    plain = all(isinstance(c, (str, int, float, bool, type(None))) for c in values)
-    return values if plain else list(range(len(values)))
 
 
 def write_outputs(study: optuna.Study, search: SearchConfig, base: dict[str, Any]) -> dict[str, Path]:
