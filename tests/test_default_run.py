@@ -61,12 +61,18 @@ def test_tensorboard_has_losses_metrics_and_learning_rate(default_run):
     assert {"train/grad_norm", "train/device/samples_per_sec", "hp/val_acc", "hp/test_acc"} <= tags
     images = set()
     hparams = set()
+    drawn = []  # steps of the confusion matrix figures
     for f in (workdir / "logs" / "default" / "version_0").glob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(f)).Reload()
+        acc = EventAccumulator(str(f), size_guidance={"images": 0}).Reload()  # 0: keep every image
         images |= set(acc.Tags()["images"])
+        if "val/confusion_matrix" in acc.Tags()["images"]:
+            drawn += [image.step for image in acc.Images("val/confusion_matrix")]
         with contextlib.suppress(KeyError):  # only the file written during fit holds them
             hparams |= set(acc.PluginTagToContent("hparams"))
     assert {"val/confusion_matrix", "train/augmented_samples"} <= images
+    # The confusion matrix is drawn at epochs 9, 19, ... and for the last epoch at the end of fit.
+    epochs = default_run[1].trainer.current_epoch  # epochs run: early stopping may end before max_epochs
+    assert len(drawn) == epochs // 10 + (epochs % 10 != 0), (drawn, epochs)
     assert "_hparams_/experiment" in hparams  # the HPARAMS tab, with the hp/ metrics above
     lr_tags = [t for t in tags if t.startswith("lr/")]
     assert lr_tags, sorted(tags)
