@@ -27,13 +27,14 @@ class RecordRank(Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch != 0:
             return
-        sampler = trainer.train_dataloader.sampler
+        sampler = trainer.train_dataloader.sampler  # the device-resident path is its own sampler
         sampler.set_epoch(0)
+        share = sampler.epoch_indices() if hasattr(sampler, "epoch_indices") else sampler
         # A block of the body: FSDP2 keeps the root's own parameters unsharded between forward and backward.
         param = next(pl_module.net.body.parameters())
         record = {
             "world_size": trainer.world_size,
-            "share": [int(i) for i in sampler],
+            "share": [int(i) for i in share],
             "sampler": type(sampler).__name__,
             "param_type": type(param).__name__,
             "param_is_dtensor": type(param).__name__ == "DTensor" or hasattr(param, "to_local"),

@@ -66,13 +66,20 @@ def one_run_dir(cwd: Path) -> Path:
     return runs[0]
 
 
-def test_ddp_on_two_cpu_processes(tmp_path):
-    run(tmp_path, *ARGS, "--trainer.strategy=ddp", "--trainer.devices=2", "--data.init_args.sampler=oversample")
+@pytest.mark.parametrize(
+    ("resident", "sampler"),
+    [("true", "DeviceBatches"), ("false", "DistributedSamplerWrapper")],
+    ids=["device", "loader"],
+)
+def test_ddp_on_two_cpu_processes(tmp_path, resident, sampler):
+    flags = ["--trainer.strategy=ddp", "--trainer.devices=2", "--data.init_args.sampler=oversample"]
+    run(tmp_path, *ARGS, *flags, f"--data.init_args.device_resident={resident}")
     run_dir = one_run_dir(tmp_path)
     first, second = records(tmp_path)
     assert first["world_size"] == second["world_size"] == 2
-    # Lightning wrapped the resampling sampler: each rank draws its own half of the oversampled epoch.
-    assert first["sampler"] == "DistributedSamplerWrapper"
+    # Each rank draws its own half of the oversampled epoch: the device-resident batches shard it themselves,
+    # on the DataLoader path Lightning wraps the resampling sampler.
+    assert first["sampler"] == sampler
     assert len(first["share"]) == len(second["share"])
     epoch = list(ClassBalancedSampler(DigitsDataModule().train_labels(), "oversample", seed=0))
     assert sorted(first["share"] + second["share"]) == sorted(epoch)  # together: exactly one resampled epoch

@@ -86,7 +86,7 @@ def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoin
         "model:\n  init_args:\n    optim:\n      stages:\n"
         "        - optimizer: {class_path: torch.optim.SGD, init_args: {lr: 0.01}}\n"
         "        - start_epoch: 1\n"
-        "          optimizer: {class_path: torch.optim.SGD, init_args: {lr: 1.0e+12}}\n"
+        "          optimizer: {class_path: torch.optim.SGD, init_args: {lr: 1.0e+30}}\n"  # overflows float32 at once
     )
     with pytest.raises(NonFiniteLossError, match=r"became non-finite .* at optimizer step \d+ \(epoch 1\)"):
         cli(
