@@ -16,7 +16,6 @@ from typing import Any, Literal
 import lightning.pytorch as L
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -136,6 +135,9 @@ class ArrayDataModule(L.LightningDataModule):
 
         With a fixed test set, its `fixed_test` samples come last in y and only validation is carved out.
         """
+        # Imported here, not at the top: scikit-learn costs 0.5 s of start-up (--help, --print_config, new).
+        from sklearn.model_selection import StratifiedKFold, train_test_split
+
         hp = self.hparams
         pool = np.arange(len(y) - fixed_test)
         if hp.cv_folds:  # k-fold: this fold is the test split (a fixed test set is not used)

@@ -132,7 +132,10 @@ class Classifier(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         if self.optim.l1:
             loss = loss + l1_penalty(self.net, self.optim)
-        self.train_metrics.update(logits.softmax(-1), y.argmax(-1) if y.is_floating_point() else y)
+        # Training metrics are estimated on every log_every_n_steps-th batch of the epoch (0, 10, 20, ... by
+        # default): updating five metrics costs 0.75 ms, 8% of a digits step; log_every_n_steps=1 takes all.
+        if batch_idx % getattr(self._trainer, "log_every_n_steps", 1) == 0:  # (no trainer: called directly)
+            self.train_metrics.update(logits.softmax(-1), y.argmax(-1) if y.is_floating_point() else y)
         return loss
 
     def on_train_epoch_end(self) -> None:

@@ -1,0 +1,35 @@
+"""What the benchmarks share: medians with min / max over interleaved repeats, printed tables, and the one
+`RESULT:` line per benchmark that `make bench` (benchmarks/report.py) copies into benchmarks/README.md."""
+
+import statistics
+from collections.abc import Callable, Sequence
+
+
+def interleave(cases: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Run every case once per repeat, in turn (a b c a b c ...), so that a slow spell of the machine
+    falls on all of them alike instead of on whichever ran during it."""
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, case in cases.items():
+            samples[name].append(case())
+    return samples
+
+
+def table(samples: dict[str, list[float]], unit: str, baseline: str | None = None, width: int = 44) -> str:
+    """One line per case: median, min, max and, with a baseline, the ratio of the medians to its median."""
+    lines = [f"{'':<{width}}{'median ' + unit:>20}{'min':>10}{'max':>10}" + (f"{'ratio':>9}" if baseline else "")]
+    base = statistics.median(samples[baseline]) if baseline else None
+    for name, values in samples.items():
+        median = statistics.median(values)
+        line = f"{name:<{width}}{median:>20.3f}{min(values):>10.3f}{max(values):>10.3f}"
+        lines.append(line + (f"{median / base:>8.3f}x" if base else ""))
+    return "\n".join(lines)
+
+
+def ratio(samples: dict[str, Sequence[float]], case: str, baseline: str) -> float:
+    return statistics.median(samples[case]) / statistics.median(samples[baseline])
+
+
+def result(text: str) -> None:
+    """The headline of a benchmark, one line: benchmarks/report.py puts it in the summary table."""
+    print(f"RESULT: {text}")
