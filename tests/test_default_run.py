@@ -104,3 +104,10 @@ def test_print_config_round_trips_to_the_same_run(in_tmp, capsys):
     assert a.keys() == b.keys()
     for key in a:
         assert a[key].equal(b[key]), key
+
+
+def test_a_run_cut_short_by_max_steps_ends_cleanly_and_keeps_its_weights(in_tmp):
+    # 5 of an epoch's 20 steps: no validation has run, so early stopping must not demand val/loss.
+    result = cli("fit", "--config", DEFAULT, "--trainer.max_steps=5", "--trainer.enable_progress_bar=false")
+    assert result.trainer.global_step == 5
+    assert torch.load(in_tmp / "logs/default/version_0/checkpoints/last.ckpt", weights_only=True)["global_step"] == 5
