@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 CONFIG  ?= configs/default.yaml
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup fit test test-fast tensorboard lint format clean
+.PHONY: setup fit test test-fast bench tensorboard lint format clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The CPU benchmarks, side by side; rewrites benchmarks/README.md (about 10 minutes). Not part of `make test`.
+bench: setup
+	$(BIN)/python benchmarks/report.py
 
 tensorboard: setup
 	$(BIN)/tensorboard --logdir logs

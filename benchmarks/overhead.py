@@ -33,15 +33,17 @@ ROOT = Path(__file__).resolve().parents[1]
 LR, WEIGHT_DECAY, WARMUP, BATCH = 3e-3, 0.05, 50, 64  # as in configs/default.yaml
 
 
-def digits() -> tuple[torch.Tensor, ...]:
-    """The template's own split and standardisation, applied once up front as a hand-written loop would."""
+def digits(split: str | None = None) -> tuple[torch.Tensor, ...]:
+    """The template's own split and standardisation, applied once up front as a hand-written loop would:
+    (x, y) of `split`, or of train and val."""
     from proj.data import DigitsDataModule
 
     dm = DigitsDataModule(batch_size=BATCH)
     dm.setup()
-    x, y = dm.splits["train"].tensors
-    vx, vy = dm.splits["val"].tensors
-    return dm.normalize(x * dm.scale), y, dm.normalize(vx * dm.scale), vy
+    if split is not None:
+        x, y = dm.splits[split].tensors
+        return dm.normalize(x * dm.scale), y
+    return digits("train") + digits("val")
 
 
 def net_and_optimizer(steps: int) -> tuple[nn.Module, torch.optim.Optimizer, list]:
@@ -57,14 +59,17 @@ def net_and_optimizer(steps: int) -> tuple[nn.Module, torch.optim.Optimizer, lis
     return net, opt, [cosine, warmup]
 
 
-def hand_written(epochs: int) -> tuple[float, int]:
-    torch.manual_seed(0)
+def hand_written(epochs: int, seed: int = 0, after_epoch=None) -> tuple[float, int]:
+    """Train; return (seconds, optimizer steps). `after_epoch(net, epoch)`, if given, runs off the clock after
+    each epoch and stops training by returning True (time_to_accuracy.py's test-accuracy check)."""
+    torch.manual_seed(seed)
     x, y, vx, vy = digits()
     loader = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True)
     net, opt, schedulers = net_and_optimizer(epochs * len(loader))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
-    start = time.perf_counter()
-    for _ in range(epochs):
+    elapsed, steps = 0.0, 0
+    for epoch in range(epochs):
+        start = time.perf_counter()
         net.train()
         for xb, yb in loader:
             loss = loss_fn(net(xb), yb)
@@ -74,10 +79,14 @@ def hand_written(epochs: int) -> tuple[float, int]:
             opt.step()
             for scheduler in schedulers:
                 scheduler.step()
+            steps += 1
         net.eval()
         with torch.no_grad():
             (net(vx).argmax(1) == vy).float().mean().item()  # what validation does, and a sync
-    return time.perf_counter() - start, epochs * len(loader)
+        elapsed += time.perf_counter() - start
+        if after_epoch is not None and after_epoch(net, epoch):
+            break
+    return elapsed, steps
 
 
 class PlainModule(L.LightningModule):

@@ -26,3 +26,22 @@ def test_resnet_depth_must_be_6n_plus_2():
     assert sum(isinstance(m, torch.nn.Conv2d) for m in ResNet((3, 32, 32), 10, depth=20).modules()) >= 19
     with pytest.raises(ValueError, match="depth=21 is not of the form 6n\\+2"):
         ResNet((3, 32, 32), 10, depth=21)
+
+
+def test_channels_last_and_compile_keep_the_outputs_and_the_checkpoint_keys():
+    from proj.models import Classifier
+
+    def classifier(**kwargs) -> Classifier:
+        return Classifier(ResNet, num_classes=10, input_shape=(3, 32, 32), **kwargs).eval()
+
+    torch.manual_seed(0)
+    plain, nhwc, compiled = classifier(), classifier(channels_last=True), classifier(compile=True)
+    for model in (nhwc, compiled):
+        model.load_state_dict(plain.state_dict())
+        model.configure_model()  # what the Trainer calls on the device
+        assert model.state_dict().keys() == plain.state_dict().keys()  # checkpoints load either way
+    conv = next(m for m in nhwc.net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.allclose(nhwc(x), plain(x), atol=1e-5)
+    assert compiled.net._compiled_call_impl is not None  # compiled in place (its first call would compile: 20 s)

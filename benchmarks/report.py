@@ -1,0 +1,88 @@
+"""`make bench`: run the CPU benchmarks one after another and rewrite benchmarks/README.md with their tables,
+the machine, the date, the commit and the exact command of each.
+
+    python benchmarks/report.py
+
+Each benchmark runs in its own process (its stdout is its report; Lightning's logs go to stderr). A failing
+benchmark stops the report and leaves README.md as it was. Runs take about 10 minutes on a 2-core CPU.
+"""
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = [
+    ("Template overhead per step, and the device-resident data path", ["overhead.py"]),
+    ("Time to 99% test accuracy", ["time_to_accuracy.py", "--seeds", "5"]),
+    ("Start-up", ["startup.py"]),
+    ("Data path: augmentation on the device", ["data_path.py"]),
+    ("ResNet throughput (tiny on CPU; run it without --tiny on a GPU)", ["gpu_throughput.py", "--tiny"]),
+    ("Deployment formats", ["export.py"]),
+    ("Hyper-parameter search: pruning", ["hpo_pruning.py"]),
+]
+
+
+def machine() -> str:
+    import lightning
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    with open("/proc/cpuinfo") if os.path.exists("/proc/cpuinfo") else open(os.devnull) as info:
+        names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    cpu = names[0] if names else cpu
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {gpu}; {platform.system()} {platform.release()}; Python "
+        f"{platform.python_version()}, torch {torch.__version__}, lightning {lightning.__version__}"
+    )
+
+
+def commit() -> str:
+    git = ["git", "-C", str(HERE)]
+    sha = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    return sha + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def run(args: list[str]) -> tuple[str, float]:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, *args], cwd=HERE, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"benchmarks/{' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout, time.perf_counter() - start
+
+
+def main() -> None:
+    header = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`benchmarks/report.py`): do not edit by hand, run it again. Every figure is a",
+        "ratio or a median measured side by side in one run of its script; none of them is a test.",
+        "",
+        f"- Machine: {machine()}",
+        f"- Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+        f"- Commit: {commit()}",
+        "",
+        "| benchmark | result | command |",
+        "|-----------|--------|---------|",
+    ]
+    sections = []
+    for title, args in BENCHMARKS:
+        print(f"running benchmarks/{' '.join(args)} ...", flush=True)
+        out, seconds = run(args)
+        command = f"python benchmarks/{' '.join(args)}"
+        found = [line.removeprefix("RESULT: ") for line in out.splitlines() if line.startswith("RESULT: ")]
+        header.append(f"| {title} | {found[-1] if found else 'the table below'} | `{command}` |")
+        table = "\n".join(line for line in out.splitlines() if not line.startswith("RESULT: ")).strip()
+        sections += ["", f"## {title}", "", f"`{command}` ({seconds:.0f} s)", "", "```text", table, "```"]
+    (HERE / "README.md").write_text("\n".join(header + sections) + "\n")
+    print(f"wrote {HERE / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()
