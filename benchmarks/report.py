@@ -10,6 +10,7 @@ benchmark stops the report and leaves README.md as it was. Runs take about 10 mi
 import datetime
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -49,6 +50,16 @@ def commit() -> str:
     return sha + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
+# Lines of a benchmark's stdout that are not its report: progress bars, Lightning's test table, ONNX export steps.
+NOISE = re.compile(
+    r"it/s|\?it|\[A|^\s*$|^(Epoch|Sanity|Training|Validation|Testing)|^\[torch\.onnx\]|─|Test metric|^\s+test/"
+)
+
+
+def report_lines(out: str) -> str:
+    return "\n".join(line for line in out.splitlines() if not NOISE.search(line) and not line.startswith("RESULT: "))
+
+
 def run(args: list[str]) -> tuple[str, float]:
     start = time.perf_counter()
     done = subprocess.run([sys.executable, *args], cwd=HERE, capture_output=True, text=True)
@@ -78,8 +89,7 @@ def main() -> None:
         command = f"python benchmarks/{' '.join(args)}"
         found = [line.removeprefix("RESULT: ") for line in out.splitlines() if line.startswith("RESULT: ")]
         header.append(f"| {title} | {found[-1] if found else 'the table below'} | `{command}` |")
-        table = "\n".join(line for line in out.splitlines() if not line.startswith("RESULT: ")).strip()
-        sections += ["", f"## {title}", "", f"`{command}` ({seconds:.0f} s)", "", "```text", table, "```"]
+        sections += ["", f"## {title}", "", f"`{command}` ({seconds:.0f} s)", "", "```text", report_lines(out), "```"]
     (HERE / "README.md").write_text("\n".join(header + sections) + "\n")
     print(f"wrote {HERE / 'README.md'}")
 
