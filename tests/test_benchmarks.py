@@ -21,8 +21,6 @@ pytestmark = pytest.mark.slow
     ids=lambda args: args[0],
 )
 def test_benchmark_runs_and_reports_its_result(args):
-    done = subprocess.run(
-        [sys.executable, *args], cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=600
-    )
+    done = subprocess.run([sys.executable, *args], cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RESULT: " in done.stdout, done.stdout[-3000:]
