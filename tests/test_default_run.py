@@ -52,6 +52,17 @@ def test_one_run_directory_holds_config_checkpoints_and_events(default_run):
     assert [p.name for p in (workdir / "logs" / "default").iterdir()] == ["version_0"]
 
 
+def test_last_checkpoint_holds_the_last_epoch_even_without_improvement(default_run):
+    # Lightning 2.6 alone writes last.ckpt only when val/loss improves: a crash would lose the epochs since.
+    workdir, result = default_run
+    epochs = result.trainer.current_epoch
+    checkpoints = workdir / "logs" / "default" / "version_0" / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    best = torch.load(next(checkpoints.glob("best-*.ckpt")), weights_only=True)
+    assert last["epoch"] == epochs - 1
+    assert best["epoch"] < epochs - 1  # the run did have epochs without improvement (early stopping's patience)
+
+
 def test_tensorboard_has_losses_metrics_and_learning_rate(default_run):
     workdir, _ = default_run
     events = EventAccumulator(str(workdir / "logs" / "default" / "version_0")).Reload()

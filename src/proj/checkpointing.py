@@ -1,7 +1,9 @@
-"""Checkpoint files: written atomically, read with torch's weights-only unpickler.
+"""Checkpoint files: written atomically, read with torch's weights-only unpickler, `last.ckpt` kept current.
 
-A checkpoint is first written next to its target and then renamed over it: a crash or a kill while saving
-leaves the previous `last.ckpt` intact instead of a truncated file (a rename is atomic on one filesystem).
+- AtomicCheckpointIO: a checkpoint is first written next to its target and then renamed over it: a crash or
+  a kill while saving leaves the previous `last.ckpt` intact instead of a truncated file (a rename is atomic
+  on one filesystem).
+- ModelCheckpoint: Lightning's, with `save_last` meaning the last epoch again (see the class).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as L
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch import callbacks
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
@@ -24,3 +28,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         partial = target.with_name(f".{target.name}.partial")
         super().save_checkpoint(checkpoint, partial, storage_options)
         os.replace(partial, target)
+
+
+class ModelCheckpoint(callbacks.ModelCheckpoint):
+    """Lightning's ModelCheckpoint, whose `last.ckpt` is written after every epoch's checkpoint point.
+
+    Since Lightning 2.6, `save_last` writes last.ckpt only when a top-k checkpoint is saved at the same step:
+    with `save_top_k: 1` that is only when the monitored value improves, so a crash lost every epoch since the
+    last improvement (up to EarlyStopping's patience). Here last.ckpt is also written when nothing else was,
+    at the same cadence (`every_n_epochs`) as the top-k checkpoints.
+    """
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self.save_last_if_nothing_saved(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self.save_last_if_nothing_saved(trainer)
+
+    def save_last_if_nothing_saved(self, trainer: L.Trainer) -> None:
+        # "skip" is also true when something was saved at this step: then last.ckpt is already current.
+        if not self.save_last or self._should_skip_saving_checkpoint(trainer):
+            return
+        if self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
