@@ -122,3 +122,9 @@ def test_a_run_cut_short_by_max_steps_ends_cleanly_and_keeps_its_weights(in_tmp)
     result = cli("fit", "--config", DEFAULT, "--trainer.max_steps=5", "--trainer.enable_progress_bar=false")
     assert result.trainer.global_step == 5
     assert torch.load(in_tmp / "logs/default/version_0/checkpoints/last.ckpt", weights_only=True)["global_step"] == 5
+
+
+def test_the_progress_bar_redraws_every_10_batches_and_switches_off(in_tmp):
+    assert cli("--config", DEFAULT, run=False).trainer.progress_bar_callback.refresh_rate == 10
+    off = cli("--config", DEFAULT, "--trainer.enable_progress_bar=false", run=False)
+    assert off.trainer.progress_bar_callback is None  # the configured bar is dropped, not refused by Lightning

@@ -64,6 +64,7 @@ class ProjCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("weights_only", False) is None:
             config.weights_only = True  # never unpickle arbitrary objects from a checkpoint unless told to
+        drop_progress_bar_if_disabled(config)
         optim = config.get("model", {}).get("init_args", {}).get("optim")
         if optim is not None:
             try:
@@ -95,6 +96,14 @@ class ProjCLI(LightningCLI):
         if ckpt_path is None:
             rank_zero_warn(f"No {which} checkpoint was saved: testing the final weights instead.")
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+
+
+def drop_progress_bar_if_disabled(config: Any) -> None:
+    """The default config names its progress bar (to set its refresh rate); `--trainer.enable_progress_bar
+    false` then removes it, where Lightning would refuse a progress bar callback with the bar disabled."""
+    trainer = config.get("trainer") or {}
+    if trainer.get("enable_progress_bar") is False and trainer.get("callbacks"):
+        trainer.callbacks = [c for c in trainer.callbacks if not str(c.get("class_path", "")).endswith("ProgressBar")]
 
 
 def cli_kwargs() -> dict[str, Any]:
