@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     ("Template overhead per step, and the device-resident data path", ["overhead.py"]),
-    ("Time to 99% test accuracy", ["time_to_accuracy.py", "--seeds", "5"]),
+    ("Time to 99% test accuracy", ["time_to_accuracy.py", "--seeds", "7"]),
     ("Start-up", ["startup.py"]),
     ("Data path: augmentation on the device", ["data_path.py"]),
     ("ResNet throughput (tiny on CPU; run it without --tiny on a GPU)", ["gpu_throughput.py", "--tiny"]),
