@@ -15,21 +15,22 @@ def interleave(cases: dict[str, Callable[[], float]], repeats: int) -> dict[str,
     return samples
 
 
-def table(samples: dict[str, list[float]], unit: str, baseline: str | None = None, width: int = 44) -> str:
-    """One line per case: median, min, max and, with a baseline, the ratios of the medians and of the minima
-    to the baseline's (on a shared machine noise only adds time: the minima are the steadiest estimate)."""
+def table(samples: dict[str, list[float]], unit: str, baseline: str | None = None, width: int = 44, best=min) -> str:
+    """One line per case: median, min, max and, with a baseline, the ratios of the medians and of the best
+    runs to the baseline's. On a shared machine noise only slows a run down, so the best runs are the steadiest
+    estimate: `best=min` for times, `best=max` for rates such as samples / s."""
     header = f"{'':<{width}}{'median ' + unit:>20}{'min':>10}{'max':>10}"
-    lines = [header + (f"{'ratio':>9}{'min ratio':>11}" if baseline else "")]
+    lines = [header + (f"{'ratio':>9}{best.__name__ + ' ratio':>11}" if baseline else "")]
     for name, values in samples.items():
         line = f"{name:<{width}}{statistics.median(values):>20.3f}{min(values):>10.3f}{max(values):>10.3f}"
         if baseline:
-            line += f"{ratio(samples, name, baseline):>8.3f}x{ratio(samples, name, baseline, min):>10.3f}x"
+            line += f"{ratio(samples, name, baseline):>8.3f}x{ratio(samples, name, baseline, best):>10.3f}x"
         lines.append(line)
     return "\n".join(lines)
 
 
 def ratio(samples: dict[str, Sequence[float]], case: str, baseline: str, of=statistics.median) -> float:
-    """of(case) / of(baseline): of the medians by default, `of=min` for the minima."""
+    """of(case) / of(baseline): of the medians by default, `of=min` (or max) for the best runs."""
     return of(samples[case]) / of(samples[baseline])
 
 

@@ -7,18 +7,17 @@ augmentation inside DataLoader workers. 32x32 RGB images, the same transforms, m
     per-sample random parameters and standardised in ArrayDataModule.on_after_batch_transfer, one call per batch;
 (b) per-sample: each image augmented by the same kornia transforms inside the Dataset's __getitem__, in
     DataLoader worker processes, then collated.
-Runs alternate a, b, a, b ... and the ratio of the medians is reported.
+Runs alternate a, b, a, b ...; reported: samples / s (median, min, max) and the ratios to the per-sample path.
 """
 
 import argparse
-import statistics
 import time
 from types import SimpleNamespace
 
 import kornia.augmentation as K
 import numpy as np
 import torch
-from common import result
+from common import interleave, ratio, result, table
 from torch.utils.data import DataLoader, Dataset
 
 from proj.data.base import ArrayDataModule
@@ -103,17 +102,14 @@ def main() -> None:
         persistent_workers=args.workers > 0,
     )
     run_template(dm), run_per_sample(loader)  # warm-up: worker start, kornia's first calls
-    a, b = [], []
-    for _ in range(args.repeats):
-        a.append(run_template(dm))
-        b.append(run_per_sample(loader))
-    ratio = statistics.median(a) / statistics.median(b)
+    ours, theirs = "template: batched on-device kornia", f"per-sample kornia in {args.workers} DataLoader workers"
+    samples = interleave({ours: lambda: run_template(dm), theirs: lambda: run_per_sample(loader)}, args.repeats)
     print(f"32x32 RGB, {len(x)} training images, batch {args.batch_size}, {args.repeats} repeats")
-    print(f"{'path':<48}{'median samples/s':>18}{'min':>10}{'max':>10}")
-    print(f"{'template: batched on-device kornia':<48}{statistics.median(a):>18.0f}{min(a):>10.0f}{max(a):>10.0f}")
-    label = f"per-sample kornia in {args.workers} DataLoader workers"
-    print(f"{label:<48}{statistics.median(b):>18.0f}{min(b):>10.0f}{max(b):>10.0f}")
-    result(f"batched on-device kornia: {ratio:.1f}x the samples/s of per-sample kornia in {args.workers} workers")
+    print(table(samples, "samples/s", baseline=theirs, width=48, best=max))
+    result(
+        f"batched on-device kornia: {ratio(samples, ours, theirs):.1f}x the samples/s of per-sample kornia "
+        f"in {args.workers} workers"
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ the ratio to the hand-written loop, and training samples / s.
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -33,17 +34,18 @@ ROOT = Path(__file__).resolve().parents[1]
 LR, WEIGHT_DECAY, WARMUP, BATCH = 3e-3, 0.05, 50, 64  # as in configs/default.yaml
 
 
-def digits(split: str | None = None) -> tuple[torch.Tensor, ...]:
+def digits(*splits: str) -> tuple[torch.Tensor, ...]:
     """The template's own split and standardisation, applied once up front as a hand-written loop would:
-    (x, y) of `split`, or of train and val."""
+    x, y of each split named (train and val by default), from one set-up of the data."""
     from proj.data import DigitsDataModule
 
     dm = DigitsDataModule(batch_size=BATCH)
     dm.setup()
-    if split is not None:
+    arrays: tuple[torch.Tensor, ...] = ()
+    for split in splits or ("train", "val"):
         x, y = dm.splits[split].tensors
-        return dm.normalize(x * dm.scale), y
-    return digits("train") + digits("val")
+        arrays += (dm.normalize(x * dm.scale), y)
+    return arrays
 
 
 def net_and_optimizer(steps: int) -> tuple[nn.Module, torch.optim.Optimizer, list]:
@@ -156,13 +158,13 @@ def main() -> None:
         return case
 
     samples = interleave({name: ms_per_step(run) for name, run in runs.items()}, args.repeats)
-    n_train = len(digits()[1])
+    n_train = len(digits("train")[1])
     print(f"\ndigits, SmallCNN, batch {BATCH}, {args.epochs} epochs x {args.repeats} repeats, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     print(table(samples, "ms/step", baseline="hand-written loop"))
     steps_per_epoch = -(-n_train // BATCH)
     for name, values in samples.items():
-        per_second = n_train / (steps_per_epoch * sorted(values)[len(values) // 2] / 1000)
+        per_second = n_train / (steps_per_epoch * statistics.median(values) / 1000)
         print(f"{name:<44}{per_second:>20.0f} training samples/s")
     ours, loop, plain = "template (default config)", "hand-written loop", "plain Lightning"
     resident, loader = ours, "template, device_resident: false"
