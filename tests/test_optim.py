@@ -17,11 +17,13 @@ def model(**optim) -> Classifier:
     return Classifier(SmallCNN, num_classes=10, input_shape=(1, 8, 8), optim=OptimConfig(stages=stages, **optim))
 
 
-def configured(m: Classifier) -> tuple[torch.optim.Optimizer, list[dict]]:
+def configured(
+    m: Classifier, precision: str = "32-true", gradient_clip_val: float | None = None
+) -> tuple[torch.optim.Optimizer, list[dict]]:
     class FakeTrainer:  # configure_optimizers reads only these when no horizon is left at 0
-        precision = "32-true"
         world_size = 1
 
+    FakeTrainer.precision, FakeTrainer.gradient_clip_val = precision, gradient_clip_val
     m.trainer = FakeTrainer()  # type: ignore[assignment]
     (opt,), schedulers = m.configure_optimizers()
     return opt, schedulers
@@ -272,3 +274,23 @@ def test_lr_scales_with_the_world_size(rule, factor):
     (opt,), _ = m.configure_optimizers()
     assert group_of(opt, m.net.body[0][0].weight)["lr"] == pytest.approx(0.01 * factor)
     assert group_of(opt, m.net.head[3].weight)["lr"] == pytest.approx(0.005 * factor)
+
+
+@pytest.mark.parametrize(
+    "init_args, fused",
+    [({}, True), ({"fused": False}, False), ({"foreach": True}, None)],
+    ids=["default", "opted-out", "foreach-chosen"],
+)
+def test_fused_kernel_is_the_default_unless_the_config_chooses(init_args, fused):
+    stage = {"optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.01, **init_args}}}
+    assert optimizer_of(model(stages=[stage])).defaults["fused"] is fused
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_fused_is_left_out_under_mixed_precision_with_clipping_and_refused_when_asked_for(precision):
+    # Lightning's mixed-precision plugin refuses to clip the gradients of a fused optimizer.
+    opt, _ = configured(model(), precision=precision, gradient_clip_val=1.0)
+    assert not opt.defaults["fused"]
+    stage = {"optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"fused": True}}}
+    with pytest.raises(ValueError, match=r"optim.stages\[0\].optimizer.init_args.fused=true cannot be combined"):
+        configured(model(stages=[stage]), precision=precision, gradient_clip_val=1.0)

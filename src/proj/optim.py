@@ -362,14 +362,32 @@ def param_groups(model: nn.Module, config: OptimConfig, optimizer_cls: type) -> 
     return list(groups.values())
 
 
+def takes_fused(spec: ClassSpec) -> bool:
+    """Whether `fused=True` may be added: the class takes it and the config chose no implementation itself."""
+    chosen = {"fused", "foreach"} & spec.init_args.keys()
+    return not chosen and "fused" in inspect.signature(spec.cls).parameters
+
+
 def world_size_factor(config: OptimConfig, world_size: int) -> float:
     return {"none": 1.0, "linear": float(world_size), "sqrt": math.sqrt(world_size)}[config.scale_lr]
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig, stage: Stage, world_size: int = 1) -> Optimizer:
+def build_optimizer(
+    model: nn.Module, config: OptimConfig, stage: Stage, world_size: int = 1, fused: bool = True
+) -> Optimizer:
+    """fused: use torch's fused kernel (one kernel for every parameter's update) where the optimizer has one
+    for the parameters' device and the config names neither `fused` nor `foreach`. AdamW's step on the digits
+    CNN: 0.65 ms per-parameter loop, 0.48 ms foreach, 0.16 ms fused (CPU). `init_args.fused: false` opts out."""
     spec = stage.optimizer
+    groups = param_groups(model, config, spec.cls)
     try:
-        optimizer = spec.cls(param_groups(model, config, spec.cls), **spec.init_args)
+        if fused and takes_fused(spec):
+            try:
+                optimizer = spec.cls(groups, **spec.init_args, fused=True)
+            except RuntimeError:  # no fused kernel for this device or dtype (e.g. Adagrad on CUDA)
+                optimizer = spec.cls(groups, **spec.init_args)
+        else:
+            optimizer = spec.cls(groups, **spec.init_args)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{spec.where}: {spec.cls.__name__}({spec.init_args}) failed: {err}") from err
     # Scale each group's lr before any scheduler exists: schedulers record `initial_lr` when created.
@@ -501,7 +519,17 @@ def configure_stage(module: L.LightningModule, config: OptimConfig, stages: list
                 f"{spec.where}.init_args.monitor={monitor!r} exists only after validation, but "
                 f"trainer.check_val_every_n_epoch={trainer.check_val_every_n_epoch}: set it to 1"
             )
-    optimizer = build_optimizer(module, config, stage, trainer.world_size)
+    # Lightning's mixed-precision plugin refuses to clip the gradients of an optimizer that could unscale them
+    # inside its own step, as fused ones can (even under bf16, which has no scaler): keep torch's default there.
+    mixed_and_clipped = trainer.precision in AMP_PRECISIONS and bool(trainer.gradient_clip_val)
+    if mixed_and_clipped and stage.optimizer.init_args.get("fused"):
+        raise ValueError(
+            f"{stage.optimizer.where}.init_args.fused=true cannot be combined with trainer.precision="
+            f"{trainer.precision!r} and trainer.gradient_clip_val={trainer.gradient_clip_val}: Lightning does not "
+            "clip the gradients of a fused optimizer under mixed precision. Remove fused (or set it to false), "
+            "or turn clipping off"
+        )
+    optimizer = build_optimizer(module, config, stage, trainer.world_size, fused=not mixed_and_clipped)
     run = RunLength(trainer, stages)
 
     def length(where: str) -> int:
