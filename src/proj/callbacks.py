@@ -34,23 +34,20 @@ class NonFiniteLossError(FloatingPointError):
 class FiniteLossGuard(Callback):
     """Raise at the first NaN / inf training loss, naming the step, before the next checkpoint is written.
 
-    Checking a GPU tensor forces the host to wait for the device, so the flag is kept on the device and read
-    only every `check_every_n_steps` steps and before validation / epoch end (when checkpoints are saved).
+    Checking a GPU tensor forces the host to wait for the device, so each step only records an `isfinite`
+    flag on the device (one operation); the flags are read every `check_every_n_steps` steps and before
+    validation / epoch end (when checkpoints are saved).
     """
 
     def __init__(self, check_every_n_steps: int = 50) -> None:
         self.check_every_n_steps = check_every_n_steps
-        self.first_bad_step: torch.Tensor | None = None
+        self.pending: list[tuple[int, torch.Tensor]] = []  # (optimizer step, loss is finite) not read yet
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
-        step = torch.tensor(trainer.global_step, device=loss.device)
-        if self.first_bad_step is None or self.first_bad_step.device != loss.device:
-            self.first_bad_step = torch.tensor(-1, device=loss.device)
-        bad_now = ~torch.isfinite(loss.detach()) & (self.first_bad_step < 0)
-        self.first_bad_step = torch.where(bad_now, step, self.first_bad_step)
+        self.pending.append((trainer.global_step, torch.isfinite(loss.detach())))
         if trainer.global_step % self.check_every_n_steps == 0:
             self.check(trainer)
 
@@ -61,9 +58,14 @@ class FiniteLossGuard(Callback):
         self.check(trainer)
 
     def check(self, trainer: L.Trainer) -> None:
-        if self.first_bad_step is None or int(self.first_bad_step) < 0:
+        if not self.pending:
             return
-        step = int(self.first_bad_step)
+        steps, flags = zip(*self.pending, strict=True)
+        self.pending = []
+        finite = torch.stack(flags).cpu()  # the one wait for the device
+        if finite.all():
+            return
+        step = steps[int((~finite).nonzero()[0])]
         ckpt = trainer.checkpoint_callback
         kept = getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "") or "none yet"
         raise NonFiniteLossError(

@@ -4,20 +4,31 @@
 - SampleGrid: one grid of training samples as the model sees them (augmented, mixed), once per run.
 - HParams: the run's hyper-parameters with its final metrics, so the HPARAMS tab compares runs.
 - GradNorm: the global gradient norm before clipping (to choose gradient_clip_val, to spot explosions).
-- Throughput: samples per second (Lightning's ThroughputMonitor, with the batch size read from the batch).
+- Throughput: training samples and batches per second, measured between logged steps.
+
+Per-step work meant only for the logs runs on the steps whose values reach them (`logs_this_step`).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import lightning.pytorch as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ThroughputMonitor
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
+
+
+def logs_this_step(trainer: L.Trainer | None) -> bool:
+    """Whether the values logged at this training step reach the loggers: every `trainer.log_every_n_steps`
+    (every step under fast_dev_run), as Lightning decides; true without a trainer (a module called directly)."""
+    if trainer is None:
+        return True
+    return trainer._logger_connector.should_update_logs or bool(trainer.fast_dev_run)
 
 
 def tensorboard(trainer: L.Trainer) -> Any:
@@ -158,19 +169,49 @@ class GradNorm(Callback):
     """The L2 norm of all gradients together, before clipping, every `log_every_n_steps`."""
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if not trainer._logger_connector.should_update_logs:
+        if not logs_this_step(trainer):
             return
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if grads:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach()) for g in grads]))
-            pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+            pl_module.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True, on_epoch=False)
 
 
-class Throughput(ThroughputMonitor):
-    """Lightning's ThroughputMonitor, configurable from YAML: the batch size is the first tensor's length."""
+class Throughput(Callback):
+    """Training samples and batches per second (`train/device/...` on each device, `train/...` for all).
 
-    def __init__(self, window_size: int = 50) -> None:
-        super().__init__(batch_size_fn=batch_size, window_size=window_size)
+    Measured from one logged step to the next, so the steps in between cost nothing: Lightning's
+    ThroughputMonitor updates on every step and, on a GPU, waits for the device at each of them, which
+    stalls the host's queue of work. The clock restarts after validation, which is not counted.
+    """
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.samples = self.batches = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = None
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        self.samples += batch_size(batch)
+        self.batches += 1
+        if not logs_this_step(trainer):
+            return
+        if pl_module.device.type != "cpu":
+            torch.accelerator.synchronize(pl_module.device)  # the work queued so far is done: the clock is true
+        now = time.perf_counter()
+        if self.start is not None and now > self.start:
+            seconds, world = now - self.start, trainer.world_size
+            rates = {"samples_per_sec": self.samples / seconds, "batches_per_sec": self.batches / seconds}
+            metrics = {f"train/device/{k}": v for k, v in rates.items()}
+            metrics.update({f"train/{k}": v * world for k, v in rates.items()})  # every rank takes equal batches
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+        self.start, self.samples, self.batches = now, 0, 0
 
 
 def batch_size(batch: Any) -> int:
