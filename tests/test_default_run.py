@@ -61,6 +61,15 @@ def test_last_checkpoint_holds_the_last_epoch_even_without_improvement(default_r
     best = torch.load(next(checkpoints.glob("best-*.ckpt")), weights_only=True)
     assert last["epoch"] == epochs - 1
     assert best["epoch"] < epochs - 1  # the run did have epochs without improvement (early stopping's patience)
+    assert not (checkpoints / "last.ckpt").is_symlink()
+
+
+def test_last_checkpoint_links_to_the_best_when_the_last_epoch_was_best(in_tmp):
+    # One epoch: its checkpoint is the best so far, and last.ckpt points at it instead of a second copy.
+    result = cli("fit", "--config", DEFAULT, *QUICK, "--trainer.max_epochs=1", "--test_after_fit=false")
+    last = in_tmp / "logs/default/version_0/checkpoints/last.ckpt"
+    assert last.is_symlink() and last.resolve() == Path(result.trainer.checkpoint_callback.best_model_path).resolve()
+    assert torch.load(last, weights_only=True)["epoch"] == 0
 
 
 def test_tensorboard_has_losses_metrics_and_learning_rate(default_run):

@@ -37,6 +37,10 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
     with `save_top_k: 1` that is only when the monitored value improves, so a crash lost every epoch since the
     last improvement (up to EarlyStopping's patience). Here last.ckpt is also written when nothing else was,
     at the same cadence (`every_n_epochs`) as the top-k checkpoints.
+
+    With `save_last: link` (the default config), an epoch that saves a new best makes last.ckpt a relative
+    symbolic link to it instead of writing the same weights twice (a copy where links are not allowed); an
+    epoch that saves nothing else writes last.ckpt as a file, replacing the link.
     """
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -54,4 +58,10 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
         if not self.save_last or self._should_skip_saving_checkpoint(trainer):
             return
         if self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            if self.save_last == "link":  # a link would point at the older best checkpoint: write the file
+                self.last_model_path = self.format_checkpoint_name(
+                    self._monitor_candidates(trainer), self.CHECKPOINT_NAME_LAST
+                )
+                self._save_checkpoint(trainer, self.last_model_path)
+            else:
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
