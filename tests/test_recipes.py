@@ -38,7 +38,7 @@ class Recorder(Callback):
         self.lrs.setdefault(trainer.global_step, optimizer.param_groups[0]["lr"])
         self.optimizers.setdefault(trainer.current_epoch, type(optimizer).__name__)
 
-    def on_validation_epoch_end(self, trainer, pl_module):
+    def on_validation_end(self, trainer, pl_module):  # after the module has logged the epoch's val/ metrics
         if not trainer.sanity_checking:
             self.val_losses.append(float(trainer.callback_metrics["val/loss"]))
 
