@@ -27,6 +27,18 @@ def test_default_config_reaches_98_5_percent_on_the_test_split(default_run):
     assert "best-" in checkpoint.best_model_path
 
 
+def test_logged_val_loss_is_the_mean_loss_over_the_whole_split(default_run):
+    # Batches are accumulated weighted by their size: the logged value is the loss over all 180 images at once.
+    _, result = default_run
+    model, dm = result.model, result.datamodule
+    logged = result.trainer.validate(model, datamodule=dm, verbose=False)[0]["val/loss"]
+    x, y = dm.splits["val"].tensors
+    model.eval()
+    with torch.no_grad():
+        direct = model.loss_fn(model(dm.normalize(x * dm.scale)), y)
+    assert logged == pytest.approx(float(direct), rel=1e-5)
+
+
 def test_predict_returns_class_probabilities(default_run):
     _, result = default_run
     probabilities = torch.cat(result.trainer.predict(result.model, datamodule=result.datamodule))
@@ -79,6 +91,12 @@ def test_tensorboard_has_losses_metrics_and_learning_rate(default_run):
     for tag in ("train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/f1", "val/auroc"):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
     assert {"train/grad_norm", "train/device/samples_per_sec", "hp/val_acc", "hp/test_acc"} <= tags
+    # Throughput counts every batch between logged steps: samples per batch is the batch size (64; an epoch's
+    # last batch is smaller), and one device is the whole run.
+    samples = [e.value for e in events.Scalars("train/device/samples_per_sec")]
+    batches = [e.value for e in events.Scalars("train/device/batches_per_sec")]
+    assert all(60 <= s / b <= 64 for s, b in zip(samples, batches, strict=True))
+    assert [e.value for e in events.Scalars("train/samples_per_sec")] == samples
     images = set()
     hparams = set()
     drawn = []  # steps of the confusion matrix figures

@@ -70,6 +70,12 @@ def plain_hparams(hparams: dict[str, Any]) -> None:
         hparams["optim"] = asdict(hparams["optim"])
 
 
+def batch_weighted(loss: Tensor, batch_size: int) -> Tensor:
+    """A batch's mean loss repeated once per sample (a view, no copy), so that a MeanMetric weighs each batch
+    by its size: torchmetrics 1.9 drops the `weight` argument under nan_strategy="disable"."""
+    return loss.expand(batch_size)
+
+
 class Classifier(L.LightningModule):
     """Classifies inputs into `num_classes`; `num_classes` and `input_shape` are linked from the data."""
 
@@ -147,7 +153,7 @@ class Classifier(L.LightningModule):
         loss = self.loss_fn(logits, y)
         # The step's loss goes to `self.log` only when it reaches the logs (every log_every_n_steps): a call
         # costs Lightning 0.2 ms, 2.5% of a digits step. The epoch mean counts every batch, weighted by size.
-        self.train_loss.update(loss.detach(), len(y))
+        self.train_loss.update(batch_weighted(loss.detach(), len(y)))
         if logs_this_step(self._trainer):
             self.log("train/loss_step", loss, prog_bar=True)
         if self.optim.l1:
@@ -176,7 +182,7 @@ class Classifier(L.LightningModule):
     def evaluate(self, batch: tuple[Tensor, Tensor], loss: MeanMetric, metrics: MetricCollection) -> dict[str, Tensor]:
         x, y = batch
         logits = self(x)
-        loss.update(self.loss_fn(logits, y), len(y))
+        loss.update(batch_weighted(self.loss_fn(logits, y), len(y)))
         probs = logits.softmax(-1)
         metrics.update(probs, y)
         return {"probs": probs.detach(), "target": y}  # for callbacks (the confusion matrix view)
