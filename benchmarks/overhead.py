@@ -16,7 +16,9 @@ validation after every epoch), alternated over the repeats in one process:
 - template with `device_resident: false`: the same, with training batches from a DataLoader.
 
 Reported: the median time per optimizer step (the epoch's validation and checkpoints included), min / max,
-the ratio to the hand-written loop, and training samples / s.
+the ratio to the hand-written loop, and training samples / s. Then where the time goes, for the loop and the
+template: inside the training steps (forward, backward, optimizer, and every per-step hook), in validation,
+and the rest (drawing batches, epoch ends with their checkpoints and logging, the start and end of fit).
 """
 
 import argparse
@@ -63,19 +65,23 @@ def net_and_optimizer(steps: int, fused: bool | None = None) -> tuple[nn.Module,
     return net, opt, [cosine, warmup]
 
 
-def hand_written(epochs: int, seed: int = 0, after_epoch=None, fused: bool | None = None) -> tuple[float, int]:
+def hand_written(
+    epochs: int, seed: int = 0, after_epoch=None, fused: bool | None = None, phases: dict | None = None
+) -> tuple[float, int]:
     """Train; return (seconds, optimizer steps). `after_epoch(net, epoch)`, if given, runs off the clock after
-    each epoch and stops training by returning True (time_to_accuracy.py's test-accuracy check)."""
+    each epoch and stops training by returning True (time_to_accuracy.py's test-accuracy check). `phases`,
+    if given, receives the run's split of time (see `split`)."""
     torch.manual_seed(seed)
     x, y, vx, vy = digits()
     loader = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True)
     net, opt, schedulers = net_and_optimizer(epochs * len(loader), fused)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
-    elapsed, steps = 0.0, 0
+    elapsed, steps, in_steps, in_validation = 0.0, 0, 0.0, 0.0
     for epoch in range(epochs):
         start = time.perf_counter()
         net.train()
         for xb, yb in loader:
+            step_start = time.perf_counter()
             loss = loss_fn(net(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -84,13 +90,50 @@ def hand_written(epochs: int, seed: int = 0, after_epoch=None, fused: bool | Non
             for scheduler in schedulers:
                 scheduler.step()
             steps += 1
+            in_steps += time.perf_counter() - step_start
+        validation_start = time.perf_counter()
         net.eval()
         with torch.no_grad():
             (net(vx).argmax(1) == vy).float().mean().item()  # what validation does, and a sync
+        in_validation += time.perf_counter() - validation_start
         elapsed += time.perf_counter() - start
         if after_epoch is not None and after_epoch(net, epoch):
             break
+    if phases is not None:
+        split(phases, elapsed, steps, epoch + 1, in_steps, in_validation)
     return elapsed, steps
+
+
+def split(phases: dict, seconds: float, steps: int, epochs: int, in_steps: float, in_validation: float) -> None:
+    """Append one run's split of time to `phases`: per step inside the training steps, per epoch in
+    validation and in the rest."""
+    for key, value in (
+        ("training steps, ms/step", 1000 * in_steps / steps),
+        ("validation, ms/epoch", 1000 * in_validation / epochs),
+        ("the rest, ms/epoch", 1000 * (seconds - in_steps - in_validation) / epochs),
+    ):
+        phases.setdefault(key, []).append(value)
+
+
+class Phases(L.Callback):
+    """The template's time inside training steps (batch start to end hooks) and in validation (not the
+    sanity check); everything else is the rest."""
+
+    def __init__(self) -> None:
+        self.in_steps = self.in_validation = 0.0
+
+    def on_train_batch_start(self, *args) -> None:
+        self.step_start = time.perf_counter()
+
+    def on_train_batch_end(self, *args) -> None:
+        self.in_steps += time.perf_counter() - self.step_start
+
+    def on_validation_start(self, *args) -> None:
+        self.validation_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, *args) -> None:
+        if not trainer.sanity_checking:
+            self.in_validation += time.perf_counter() - self.validation_start
 
 
 class PlainModule(L.LightningModule):
@@ -126,15 +169,20 @@ def plain_lightning(epochs: int) -> tuple[float, int]:
     return time.perf_counter() - start, trainer.global_step
 
 
-def template(epochs: int, extra: tuple[str, ...] = ()) -> tuple[float, int]:
+def template(epochs: int, extra: tuple[str, ...] = (), phases: dict | None = None) -> tuple[float, int]:
     from proj.cli import main
 
     cli = main(
         ["--config", str(ROOT / "configs" / "default.yaml"), f"--trainer.max_epochs={epochs}", *extra], run=False
     )
+    clock = Phases()
+    cli.trainer.callbacks.append(clock)  # last: the other callbacks' batch-end hooks count as the step's
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return time.perf_counter() - start, cli.trainer.global_step
+    seconds, steps = time.perf_counter() - start, cli.trainer.global_step
+    if phases is not None:
+        split(phases, seconds, steps, cli.trainer.current_epoch, clock.in_steps, clock.in_validation)
+    return seconds, steps
 
 
 def main() -> None:
@@ -143,15 +191,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     os.chdir(tempfile.mkdtemp(prefix="overhead_"))  # the template's logs and checkpoints land there
+    ours, loop, plain = "template (default config)", "hand-written loop", "plain Lightning"
+    fused, resident, loader = "hand-written loop, fused AdamW", ours, "template, device_resident: false"
+    phases = {"hand-written loop, fused AdamW": {}, "template (default config)": {}}  # same optimizer kernel
     runs = {
         "hand-written loop": hand_written,
-        "hand-written loop, fused AdamW": lambda e: hand_written(e, fused=True),
+        "hand-written loop, fused AdamW": lambda e: hand_written(e, fused=True, phases=phases[fused]),
         "plain Lightning": plain_lightning,
-        "template (default config)": template,
+        "template (default config)": lambda e: template(e, phases=phases[ours]),
         "template, device_resident: false": lambda e: template(e, ("--data.init_args.device_resident=false",)),
     }
     for run in runs.values():
         run(1)  # warm-up: imports, first-call costs
+    for split_of in phases.values():
+        split_of.clear()
 
     def ms_per_step(run):
         def case() -> float:
@@ -169,8 +222,11 @@ def main() -> None:
     for name, values in samples.items():
         per_second = n_train / (steps_per_epoch * statistics.median(values) / 1000)
         print(f"{name:<44}{per_second:>20.0f} training samples/s")
-    ours, loop, plain = "template (default config)", "hand-written loop", "plain Lightning"
-    fused, resident, loader = "hand-written loop, fused AdamW", ours, "template, device_resident: false"
+    print(f"\nwhere the time goes (median of {args.repeats} runs; the epoch has {steps_per_epoch} steps)")
+    print(f"{'':<36}" + "".join(f"{name:>34}" for name in phases))
+    for key in phases[ours]:
+        row = [statistics.median(split_of[key]) for split_of in phases.values()]
+        print(f"{key:<36}" + "".join(f"{v:>34.2f}" for v in row))
 
     def both(a: str, b: str) -> str:
         return f"{ratio(samples, a, b):.3f}x (minima {ratio(samples, a, b, min):.3f}x)"
