@@ -1,6 +1,7 @@
 """The device-resident data path: every sample once per epoch, reproducible, sharded per rank, and trains."""
 
 import torch
+from lightning.pytorch import Callback
 
 from proj.data.device import DeviceBatches
 from proj.data.sampling import ClassBalancedSampler
@@ -37,3 +38,30 @@ def test_a_fit_on_the_device_path_learns(in_tmp):
                  "--data.init_args.device_resident=true")  # fmt: skip
     assert isinstance(result.datamodule.train_dataloader(), DeviceBatches)
     assert float(result.trainer.callback_metrics["test/acc"]) > 0.8
+
+
+class SeeBatches(Callback):
+    """The training batches as the model receives them, with the labels that identify them."""
+
+    def __init__(self):
+        self.batches = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batches.append(batch)
+
+
+def test_device_path_feeds_the_model_what_the_dataloader_path_does(in_tmp):
+    # Without augmentation the device path scales and standardises the split once, not every batch: a batch
+    # must still be, sample for sample, what the DataLoader path's per-batch transform gives.
+    seen = SeeBatches()
+    result = cli("--config", DEFAULT, *QUICK, "--data.init_args.device_resident=true", run=False)
+    result.trainer.callbacks.append(seen)
+    result.trainer.fit(result.model, datamodule=result.datamodule)
+    dm = result.datamodule
+    assert dm.prepared
+    x, y = dm.splits["train"].tensors
+    dm.prepared = False  # the per-batch transform, as the DataLoader path applies it
+    expected = dm.on_after_batch_transfer((x, y), 0)[0].flatten(1)
+    for xb, yb in seen.batches:  # each sample is, bit for bit, a transformed training sample with its label
+        same = (expected[None] == xb.flatten(1)[:, None]).all(-1) & (y[None] == yb[:, None])
+        assert same.any(1).all()
