@@ -53,8 +53,11 @@ class ConfusionMatrix(Callback):
         self.undrawn: tuple[np.ndarray, int, int] | None = None  # (matrix, epoch, step) not drawn yet
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        num_classes = pl_module.hparams.get("num_classes") or trainer.datamodule.num_classes
-        self.matrix = MulticlassConfusionMatrix(num_classes, normalize="true").to(pl_module.device)
+        if self.matrix is None:  # no per-batch argument checks: on a GPU each would wait for the device
+            num_classes = pl_module.hparams.get("num_classes") or trainer.datamodule.num_classes
+            self.matrix = MulticlassConfusionMatrix(num_classes, normalize="true", validate_args=False)
+        self.matrix = self.matrix.to(pl_module.device)
+        self.matrix.reset()
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if isinstance(outputs, dict) and "probs" in outputs:
