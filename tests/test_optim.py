@@ -294,3 +294,18 @@ def test_fused_is_left_out_under_mixed_precision_with_clipping_and_refused_when_
     stage = {"optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"fused": True}}}
     with pytest.raises(ValueError, match=r"optim.stages\[0\].optimizer.init_args.fused=true cannot be combined"):
         configured(model(stages=[stage]), precision=precision, gradient_clip_val=1.0)
+
+
+class NoFusedKernelHere(torch.optim.AdamW):
+    """Fails as torch does without a fused kernel for the device: after writing fused=True into the groups."""
+
+    def __init__(self, params, fused=None, **kwargs):
+        super().__init__(params, fused=fused, **kwargs)
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+
+
+def test_without_a_fused_kernel_the_default_implementation_is_built():
+    stage = {"optimizer": {"class_path": f"{__name__}.NoFusedKernelHere", "init_args": {"lr": 0.01}}}
+    opt = optimizer_of(model(stages=[stage]))
+    assert not opt.defaults["fused"] and not any(g["fused"] for g in opt.param_groups)
