@@ -155,3 +155,13 @@ def test_the_progress_bar_redraws_every_10_batches_and_switches_off(in_tmp):
     assert cli("--config", DEFAULT, run=False).trainer.progress_bar_callback.refresh_rate == 10
     off = cli("--config", DEFAULT, "--trainer.enable_progress_bar=false", run=False)
     assert off.trainer.progress_bar_callback is None  # the configured bar is dropped, not refused by Lightning
+
+
+def test_throughput_is_measured_once_per_logged_optimizer_step_under_accumulation(in_tmp):
+    cli("fit", "--config", DEFAULT, *QUICK, "--trainer.limit_train_batches=8", "--trainer.accumulate_grad_batches=2",
+        "--trainer.log_every_n_steps=1", "--test_after_fit=false")  # fmt: skip
+    events = EventAccumulator(str(in_tmp / "logs/default/version_0")).Reload()
+    steps = [e.step for e in events.Scalars("train/device/samples_per_sec")]
+    assert len(steps) == len(set(steps)) >= 4, steps  # 4 optimizer steps an epoch, the first opens the clock
+    samples, batches = (events.Scalars(f"train/device/{k}_per_sec") for k in ("samples", "batches"))
+    assert all(s.value / b.value == pytest.approx(64) for s, b in zip(samples, batches, strict=True))
