@@ -26,6 +26,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
+from proj.checkpointing import unlink
+
 
 class NonFiniteLossError(FloatingPointError):
     pass
@@ -104,6 +106,7 @@ class Preemption(Callback):
             return
         path = last_checkpoint_path(trainer)
         if path is not None:
+            unlink(trainer, path)  # last.ckpt may be a link to the best checkpoint: never write through it
             trainer.save_checkpoint(path)
             rank_zero_info(f"Preempted: saved {path}. Resume with --resume {path.parent.parent}")
 

@@ -62,6 +62,16 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
                 self.last_model_path = self.format_checkpoint_name(
                     self._monitor_candidates(trainer), self.CHECKPOINT_NAME_LAST
                 )
+                unlink(trainer, self.last_model_path)
                 self._save_checkpoint(trainer, self.last_model_path)
             else:
                 self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def unlink(trainer: L.Trainer, path: str | Path) -> None:
+    """Remove `path` if it is a symbolic link (last.ckpt pointing at the best checkpoint), on rank 0, before
+    it is written: a save through the link would overwrite the best checkpoint (a sharded FSDP checkpoint is a
+    directory written into, and a plain torch.save opens the link's target)."""
+    if trainer.is_global_zero and os.path.islink(path):
+        os.remove(path)
+    trainer.strategy.barrier()
