@@ -190,7 +190,6 @@ class Throughput(Callback):
     def __init__(self) -> None:
         self.start: float | None = None
         self.samples = self.batches = 0
-        self.step = -1  # the optimizer step of the last measurement
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start = None
@@ -203,8 +202,8 @@ class Throughput(Callback):
     ) -> None:
         self.samples += batch_size(batch)
         self.batches += 1
-        # Once per logged optimizer step: under gradient accumulation each of its batches is a "logged" one.
-        if not logs_this_step(trainer) or trainer.global_step == self.step:
+        # At the batch that closes a logged optimizer step (under gradient accumulation, the last of its batches).
+        if trainer.fit_loop._should_accumulate() or not logs_this_step(trainer):
             return
         if pl_module.device.type != "cpu":
             torch.accelerator.synchronize(pl_module.device)  # the work queued so far is done: the clock is true
@@ -216,7 +215,7 @@ class Throughput(Callback):
             metrics.update({f"train/{k}": v * world for k, v in rates.items()})  # every rank takes equal batches
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
-        self.start, self.samples, self.batches, self.step = now, 0, 0, trainer.global_step
+        self.start, self.samples, self.batches = now, 0, 0
 
 
 def batch_size(batch: Any) -> int:
