@@ -1,11 +1,13 @@
 """The default run: accuracy on held-out digits, the run directory, and what TensorBoard shows."""
 
 import contextlib
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from proj.models import Classifier
@@ -27,9 +29,10 @@ def test_default_config_reaches_98_5_percent_on_the_test_split(default_run):
     assert "best-" in checkpoint.best_model_path
 
 
-def test_logged_val_loss_is_the_mean_loss_over_the_whole_split(default_run):
+def test_logged_val_loss_is_the_mean_loss_over_the_whole_split(default_run, monkeypatch):
     # Batches are accumulated weighted by their size: the logged value is the loss over all 180 images at once.
-    _, result = default_run
+    workdir, result = default_run
+    monkeypatch.chdir(workdir)  # validate logs into the run's (relative) logs/ directory
     model, dm = result.model, result.datamodule
     logged = result.trainer.validate(model, datamodule=dm, verbose=False)[0]["val/loss"]
     x, y = dm.splits["val"].tensors
@@ -158,10 +161,36 @@ def test_the_progress_bar_redraws_every_10_batches_and_switches_off(in_tmp):
 
 
 def test_throughput_is_measured_once_per_logged_optimizer_step_under_accumulation(in_tmp):
-    cli("fit", "--config", DEFAULT, *QUICK, "--trainer.limit_train_batches=8", "--trainer.accumulate_grad_batches=2",
-        "--trainer.log_every_n_steps=1", "--test_after_fit=false")  # fmt: skip
+    # 8 optimizer steps of 2 batches an epoch, logged every 2nd: measured at the batch that closes a logged
+    # step, never at another batch of it (which would measure one batch, at a step next to a logged one).
+    cli("fit", "--config", DEFAULT, *QUICK, "--trainer.limit_train_batches=16", "--trainer.accumulate_grad_batches=2",
+        "--trainer.log_every_n_steps=2", "--test_after_fit=false")  # fmt: skip
     events = EventAccumulator(str(in_tmp / "logs/default/version_0")).Reload()
     steps = [e.step for e in events.Scalars("train/device/samples_per_sec")]
-    assert len(steps) == len(set(steps)) >= 4, steps  # 4 optimizer steps an epoch, the first opens the clock
+    assert len(steps) >= 4 and all((b - a) % 2 == 0 and b > a for a, b in pairwise(steps)), steps
     samples, batches = (events.Scalars(f"train/device/{k}_per_sec") for k in ("samples", "batches"))
     assert all(s.value / b.value == pytest.approx(64) for s, b in zip(samples, batches, strict=True))
+
+
+class InPlaceCheckpointIO(TorchCheckpointIO):
+    """Writes where the path points, as a sharded FSDP checkpoint (a directory written into) does; Lightning's
+    own file writer and AtomicCheckpointIO replace the path instead."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(checkpoint, path)
+
+
+def test_writing_last_never_goes_through_the_link_into_the_best_checkpoint(in_tmp):
+    # Saving last.ckpt while it links to best-00 must not overwrite best-00. Monitoring "epoch" (min) makes
+    # epoch 0 the best and epoch 1 no better, so epoch 1 writes last.ckpt itself.
+    (in_tmp / "ckpt.yaml").write_text(
+        f"trainer:\n  plugins: [{{class_path: {__name__}.InPlaceCheckpointIO}}]\n  callbacks:\n"
+        "    - class_path: proj.checkpointing.ModelCheckpoint\n"
+        "      init_args: {monitor: epoch, mode: min, save_top_k: 1, save_last: link, filename: 'best-{epoch:02d}'}\n"
+    )
+    cli("fit", "--config", DEFAULT, "--config", "ckpt.yaml", *QUICK, "--test_after_fit=false")
+    checkpoints = in_tmp / "logs/default/version_0/checkpoints"
+    assert torch.load(checkpoints / "best-epoch=00.ckpt", weights_only=True)["epoch"] == 0
+    assert not (checkpoints / "last.ckpt").is_symlink()
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 1

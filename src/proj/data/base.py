@@ -232,7 +232,7 @@ class ArrayDataModule(L.LightningDataModule):
         # split once, as a hand-written loop would, instead of every batch. Float data only, so the copy on
         # the device is no larger than the split (uint8 images would grow fourfold).
         if self.augment is None and not self.mix.methods and x.is_floating_point():
-            x, self.prepared = self.normalize(x * self.scale), True
+            x, self.prepared = self.normalize(self.scaled(x)), True
         return DeviceBatches(
             # the run's seed (seed_everything), the same on every rank and again on resume
             x, y, self.batch_size, shuffle=True, seed=torch.initial_seed() % 2**31, order=sampler,
@@ -254,13 +254,16 @@ class ArrayDataModule(L.LightningDataModule):
         if self.prepared and self.trainer is not None and self.trainer.training:
             return batch
         x, y = batch
-        x = x.float() * self.scale if self.scale != 1.0 or not x.is_floating_point() else x
+        x = self.scaled(x)
         if self.trainer is not None and self.trainer.training:
             if self.augment is not None:
                 x = self.augment(x)
             if self.mix.methods:
                 x, y = self.mix(x, y)
         return self.normalize(x), y
+
+    def scaled(self, x: Tensor) -> Tensor:
+        return x.float() * self.scale if self.scale != 1.0 or not x.is_floating_point() else x
 
     def normalize(self, x: Tensor) -> Tensor:
         if not self.stats:

@@ -174,8 +174,9 @@ class Classifier(L.LightningModule):
         cost about 2 ms a digits step (a device move of each per call). `compute` gathers the states from
         every rank under DDP, so every rank logs (and early-stops on) the same value.
         """
-        self.log(loss_name, loss.compute(), prog_bar=not loss_name.startswith("test/"))
-        self.log_dict(metrics.compute())
+        if loss.update_called:  # an epoch without batches (resumed at its end) has nothing to log
+            self.log(loss_name, loss.compute(), prog_bar=not loss_name.startswith("test/"))
+            self.log_dict(metrics.compute())
         loss.reset()
         metrics.reset()
 
