@@ -2,6 +2,7 @@
 
 from proj.data.base import ArrayDataModule
 from proj.data.cifar import CIFAR10DataModule, CIFAR100DataModule
+from proj.data.diabetes import DiabetesDataModule
 from proj.data.digits import DigitsDataModule
 from proj.data.image_folder import ImageFolderDataModule
 from proj.data.imbalanced_digits import ImbalancedDigitsDataModule
@@ -12,6 +13,7 @@ __all__ = [
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "CSVDataModule",
+    "DiabetesDataModule",
     "DigitsDataModule",
     "ImageFolderDataModule",
     "ImbalancedDigitsDataModule",

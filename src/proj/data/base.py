@@ -1,15 +1,18 @@
-"""What every DataModule shares: seeded stratified splits, standardisation, resampling, augmentation, loaders.
+"""What every DataModule shares: seeded splits, standardisation, resampling, augmentation, loaders.
 
 A dataset subclass only says how to read its samples (`load_arrays`, optionally `load_test_arrays` for a
-fixed test set) and declares `num_classes` and `input_shape`, which the CLI links into the model so they are
-never written twice in YAML.
+fixed test set) and declares its `task`, `input_shape` and `num_classes` (classification), which the CLI links
+into the model so they are never written twice in YAML.
+
+Classification targets are class indices (int64) and the splits are stratified. Regression targets are
+float32 values, (N,) or (N, k), split by a plain seeded shuffle; batches carry them raw, and the training
+split's mean and std per target (`target_stats`, saved with the run) are left to the model to apply.
 
 The splits hold raw values (uint8 images stay uint8: four times less memory, cheaper to load). Everything
 else happens batched on the training device in `on_after_batch_transfer`: scaling to [0, 1], augmentation
 and MixUp / CutMix (training batches only), then standardisation with statistics of the training split.
 """
 
-import itertools
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -21,7 +24,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from proj.data.augment import BatchMix
 from proj.data.device import DeviceBatches
-from proj.data.sampling import ClassBalancedSampler, SamplerMode, balanced_class_weights
+from proj.data.sampling import ClassBalancedSampler, SamplerMode
+from proj.data.splits import split_indices
+from proj.data.targets import TaskTargets, target_stats
 
 Arrays = tuple[np.ndarray | Tensor, np.ndarray | Tensor]
 # device_resident "auto": the largest training split moved whole to the device. Drawing batches by index
@@ -29,15 +34,17 @@ Arrays = tuple[np.ndarray | Tensor, np.ndarray | Tensor]
 RESIDENT_MAX_BYTES = 2**30
 
 
-class ArrayDataModule(L.LightningDataModule):
+class ArrayDataModule(TaskTargets, L.LightningDataModule):
     """A labelled dataset held as tensors: split once in `setup`, served by DataLoaders.
+
+    `task` (classification or regression) is set by the dataset; what follows from it is in `TaskTargets`.
 
     Args:
         batch_size: samples per batch and per device (the global batch is batch_size x devices x nodes).
         num_workers, pin_memory, persistent_workers: DataLoader settings. In-memory data needs no workers.
         val_fraction, test_fraction: shares of the data for validation and test (test_fraction is ignored
             by datasets with a fixed test set, such as CIFAR).
-        split_seed: seed of the stratified split (and of the resampling sampler).
+        split_seed: seed of the split (stratified for classification) and of the resampling sampler.
         standardize: subtract the mean and divide by the std of each channel / feature of the training split.
         sampler: none | oversample | undersample | balanced: rebalance classes in each training epoch.
         class_weights: none | balanced | one weight per class: the model's loss weights (linked into it).
@@ -50,10 +57,9 @@ class ArrayDataModule(L.LightningDataModule):
         predict_split: the split `predict` runs on (test by default), unless the dataset is given new samples
             (an image folder's predict_root, a CSV's predict_path).
         cv_folds, cv_fold: k-fold cross-validation (`python -m proj cv`): the test split is fold `cv_fold` of a
-            stratified `cv_folds`-fold partition; validation is carved out of the other folds.
+            `cv_folds`-fold partition (stratified for classification); validation is carved out of the others.
     """
 
-    num_classes: int
     input_shape: tuple[int, ...]
     # Multiplies raw values before augmentation so images lie in [0, 1] (kornia's colour ops expect that).
     scale: float = 1.0
@@ -91,10 +97,11 @@ class ArrayDataModule(L.LightningDataModule):
             )
         if sampler not in ("none", "oversample", "undersample", "balanced"):
             raise ValueError(f"data.sampler={sampler!r}: expected none, oversample, undersample or balanced")
+        self.check_task(sampler, class_weights, mixup_alpha, cutmix_alpha)
         self.save_hyperparameters(ignore=["augment"])
         self.batch_size = batch_size
         self.augment = nn.Sequential(*augment) if augment else None
-        self.mix = BatchMix(self.num_classes, mixup_alpha, cutmix_alpha, mix_prob)
+        self.mix = BatchMix(self.num_classes if self.is_classification else 0, mixup_alpha, cutmix_alpha, mix_prob)
         self.splits: dict[str, TensorDataset] = {}
         # Statistics fitted on the training split; saved in checkpoints (state_dict) so that test / predict /
         # export use the values the model was trained with.
@@ -105,7 +112,8 @@ class ArrayDataModule(L.LightningDataModule):
     # --- what a dataset implements ---------------------------------------------------------------------
 
     def load_arrays(self) -> Arrays:
-        """All samples (or, with a fixed test set, all training samples): x of shape (N, *input_shape), y (N,)."""
+        """All samples (or, with a fixed test set, all training samples): x of shape (N, *input_shape), y of
+        shape (N,) (class indices, or values), or (N, k) for k regression targets."""
         raise NotImplementedError
 
     def load_test_arrays(self) -> Arrays | None:
@@ -132,28 +140,16 @@ class ArrayDataModule(L.LightningDataModule):
     # --- splits ----------------------------------------------------------------------------------------
 
     def split_indices(self, y: np.ndarray, fixed_test: int = 0) -> dict[str, np.ndarray]:
-        """Seeded, stratified indices: the same split on every rank and every run.
+        """Seeded indices, stratified for classification: the same split on every rank and every run.
 
         With a fixed test set, its `fixed_test` samples come last in y and only validation is carved out.
         """
-        # Imported here, not at the top: scikit-learn costs 0.5 s of start-up (--help, --print_config, new).
-        from sklearn.model_selection import StratifiedKFold, train_test_split
-
         hp = self.hparams
-        pool = np.arange(len(y) - fixed_test)
-        if hp.cv_folds:  # k-fold: this fold is the test split (a fixed test set is not used)
-            folds = StratifiedKFold(hp.cv_folds, shuffle=True, random_state=hp.split_seed)
-            rest, test = next(itertools.islice(folds.split(pool, y[pool]), hp.cv_fold, None))
-            pool, test = pool[rest], pool[test]
-            val_size = hp.val_fraction / (1.0 - 1.0 / hp.cv_folds)
-        elif fixed_test:
-            test = np.arange(len(y) - fixed_test, len(y))
-            val_size = hp.val_fraction
-        else:
-            pool, test = train_test_split(pool, test_size=hp.test_fraction, stratify=y, random_state=hp.split_seed)
-            val_size = hp.val_fraction / (1.0 - hp.test_fraction)
-        train, val = train_test_split(pool, test_size=val_size, stratify=y[pool], random_state=hp.split_seed)
-        return {"train": train, "val": val, "test": test}
+        return split_indices(
+            y, stratify=self.is_classification, val_fraction=hp.val_fraction, test_fraction=hp.test_fraction,
+            seed=hp.split_seed, fixed_test=fixed_test, cv_folds=hp.cv_folds, cv_fold=hp.cv_fold,
+            classes=self.classes,
+        )  # fmt: skip
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:  # made once: fit then test in one process reuses the same split and statistics
@@ -164,35 +160,26 @@ class ArrayDataModule(L.LightningDataModule):
         if test is not None:
             tx, ty = (torch.as_tensor(a) for a in test)
             x, y, fixed_test = torch.cat([x, tx]), torch.cat([y, ty]), len(ty)
-        y = y.long()
+        y = y.long() if self.is_classification else self.float_targets(y)
         indices = {k: torch.as_tensor(v) for k, v in self.split_indices(y.numpy(), fixed_test).items()}
         self.stats = dict(self.restored)  # restored from a checkpoint, or fitted below on the training split
         x = self.preprocess(x, indices["train"])
         if self.hparams.standardize and "mean" not in self.stats:
             self.stats["mean"], self.stats["std"] = channel_stats(x[indices["train"]], self.scale)
+        if not self.is_classification and "target_mean" not in self.stats:
+            self.stats["target_mean"], self.stats["target_std"] = target_stats(y[indices["train"]])
         self.splits = {name: TensorDataset(x[idx], y[idx]) for name, idx in indices.items()}
         self.indices = indices
         new = self.load_predict_arrays()
-        if new is not None:  # unlabelled: label -1, preprocessed with the training statistics
+        if new is not None:  # unlabelled: label -1 (NaN for values), preprocessed with the training statistics
             px, self.predict_ids = new
             px = self.preprocess(torch.as_tensor(px), indices["train"])
-            self.splits["predict"] = TensorDataset(px, torch.full((len(px),), -1, dtype=torch.long))
+            unknown = torch.full((len(px), *y.shape[1:]), -1 if self.is_classification else torch.nan, dtype=y.dtype)
+            self.splits["predict"] = TensorDataset(px, unknown)
 
     def train_labels(self) -> Tensor:
         self.setup()
         return self.splits["train"].tensors[1]
-
-    @property
-    def class_weights(self) -> list[float] | None:
-        """Loss weights for the model (linked by the CLI): None, balanced from training counts, or given."""
-        setting = self.hparams.class_weights
-        if setting == "none":
-            return None
-        if setting == "balanced":
-            return balanced_class_weights(self.train_labels(), self.num_classes)
-        if len(setting) != self.num_classes:
-            raise ValueError(f"data.class_weights has {len(setting)} values for {self.num_classes} classes")
-        return list(setting)
 
     # --- loaders ---------------------------------------------------------------------------------------
 
@@ -266,7 +253,7 @@ class ArrayDataModule(L.LightningDataModule):
         return x.float() * self.scale if self.scale != 1.0 or not x.is_floating_point() else x
 
     def normalize(self, x: Tensor) -> Tensor:
-        if not self.stats:
+        if "mean" not in self.stats:  # standardize: false (stats may hold other things: imputation, targets)
             return x
         return standardize(x, self.stats["mean"], self.stats["std"])
 

@@ -14,6 +14,21 @@ import numpy as np
 
 from proj.data.base import ArrayDataModule
 
+# The label names of the official meta files (batches.meta label_names, meta fine_label_names), in label order.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
+    "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
+    "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest",
+    "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard",
+    "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine", "possum",
+    "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper",
+    "snail", "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone",
+    "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf",
+    "woman", "worm",
+)  # fmt: skip
+
 
 class CIFAR10DataModule(ArrayDataModule):
     num_classes = 10
@@ -24,9 +39,11 @@ class CIFAR10DataModule(ArrayDataModule):
     train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
     test_files = ("test_batch",)
     label_key = b"labels"
+    label_names = CIFAR10_CLASSES
 
     def __init__(self, root: str = "data", **kwargs: Any) -> None:
         self.root = Path(root)
+        self.classes = self.label_names
         super().__init__(**kwargs)
 
     def prepare_data(self) -> None:
@@ -66,3 +83,4 @@ class CIFAR100DataModule(CIFAR10DataModule):
     train_files = ("train",)
     test_files = ("test",)
     label_key = b"fine_labels"
+    label_names = CIFAR100_CLASSES

@@ -1,8 +1,11 @@
-"""A table in a CSV file: numeric feature columns and one target column (class labels, any spelling).
+"""A table in a CSV file: numeric feature columns and one target column.
+
+The target holds class labels (any spelling) for `task: classification`, numbers for `task: regression`.
 
 Missing feature values (empty, NA, NaN) are imputed with the training split's mean or median, then every
 feature is standardised with training statistics; both are saved with the run. A non-numeric feature, an
-unknown column or a missing target is reported by column and row before training.
+unknown column or a missing (or, for regression, non-numeric) target is reported by column and row before
+training.
 """
 
 import csv
@@ -15,6 +18,7 @@ import torch
 from torch import Tensor
 
 from proj.data.base import ArrayDataModule
+from proj.data.targets import Task
 
 MISSING = {"", "na", "nan", "null", "none", "?"}
 
@@ -27,16 +31,23 @@ class CSVDataModule(ArrayDataModule):
         features: list[str] | None = None,
         impute: Literal["mean", "median"] = "mean",
         predict_path: str | None = None,
+        task: Task = "classification",
         **kwargs: Any,
     ) -> None:
-        """predict_path: a CSV of new rows (same feature columns; the target column may be absent)."""
+        """predict_path: a CSV of new rows (same feature columns; the target column may be absent).
+        task: classification (the target holds labels) or regression (the target holds numbers)."""
         self.path = Path(path)
         self.predict_path = Path(predict_path) if predict_path else None
         if not self.path.is_file():
             raise FileNotFoundError(f"data.path={str(self.path)!r} does not exist")
         self.impute = impute
-        self.x, self.y, self.features, self.classes = read_csv(self.path, target, features)
-        self.num_classes = len(self.classes)
+        self.task = task
+        self.x, self.y, self.features, classes = read_csv(self.path, target, features, task)
+        if task == "classification":
+            self.classes = classes
+            self.num_classes = len(classes)
+        else:
+            self.target_names = [target]
         self.input_shape = (len(self.features),)
         super().__init__(**kwargs)
 
@@ -67,8 +78,9 @@ class CSVDataModule(ArrayDataModule):
 
 
 def read_csv(
-    path: Path, target: str, features: list[str] | None
+    path: Path, target: str, features: list[str] | None, task: Task = "classification"
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """x (float32, NaN where missing), y (class indices, or float32 values), the features and the classes."""
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
@@ -89,9 +101,11 @@ def read_csv(
             raise ValueError(f"{path}:{line} has {len(row)} fields, the header has {len(header)}")
         if row[t].strip().lower() in MISSING:
             raise ValueError(f"{path}:{line}: the target column {target!r} is missing; drop or label that row")
-        labels.append(row[t].strip())
+        labels.append(row[t].strip() if task == "classification" else parse_target(row[t], path, line, target))
         for j, c in enumerate(cols):
             x[r, j] = parse_number(row[c], path, line, header[c])
+    if task == "regression":
+        return x, np.array(labels, dtype=np.float32), features, []
     classes = sorted(set(labels), key=natural_key)
     index = {name: i for i, name in enumerate(classes)}
     return x, np.array([index[v] for v in labels], dtype=np.int64), features, classes
@@ -123,6 +137,19 @@ def parse_number(value: str, path: Path, line: int, column: str) -> float:
             f"{path}:{line}: column {column!r} holds {value!r}, not a number. Encode it numerically or leave it "
             "out with data.features"
         ) from None
+
+
+def parse_target(value: str, path: Path, line: int, column: str) -> float:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(
+            f"{path}:{line}: the target column {column!r} holds {value!r}, not a number, but the task is "
+            "regression. Fix or drop that row, or set data.task: classification if the target holds labels"
+        )
+    return number
 
 
 def natural_key(name: str) -> tuple[int, float | str]:

@@ -1,0 +1,70 @@
+"""Seeded train / validation / test splits: stratified for classification, plain shuffled for regression.
+
+The same arguments give the same indices on every rank and every run. k-fold cross-validation takes fold
+`cv_fold` of a `cv_folds`-fold partition as the test split (StratifiedKFold for classes, KFold for values);
+validation is then carved out of the other folds.
+"""
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def split_indices(
+    y: np.ndarray,
+    *,
+    stratify: bool,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    fixed_test: int = 0,
+    cv_folds: int = 0,
+    cv_fold: int = 0,
+    classes: Sequence[str] = (),
+) -> dict[str, np.ndarray]:
+    """Indices of the train, val and test splits of the samples whose targets are `y`.
+
+    With a fixed test set, its `fixed_test` samples come last in y and only validation is carved out.
+    stratify: keep each class's share in every split (y holds class indices; `classes` names them in errors).
+    """
+    # Imported here, not at the top: scikit-learn costs 0.5 s of start-up (--help, --print_config, new).
+    from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+    pool = np.arange(len(y) - fixed_test)
+
+    def labels(idx: np.ndarray, where: str) -> np.ndarray | None:
+        if not stratify:
+            return None
+        check_class_sizes(y[idx], where, classes)
+        return y[idx]
+
+    if cv_folds:  # k-fold: this fold is the test split (a fixed test set is not used)
+        folds = StratifiedKFold if stratify else KFold
+        split = folds(cv_folds, shuffle=True, random_state=seed).split(pool, labels(pool, "the data"))
+        rest, test = next(itertools.islice(split, cv_fold, None))
+        pool, test = pool[rest], pool[test]
+        val_size = val_fraction / (1.0 - 1.0 / cv_folds)
+    elif fixed_test:
+        test = np.arange(len(y) - fixed_test, len(y))
+        val_size = val_fraction
+    else:
+        pool, test = train_test_split(
+            pool, test_size=test_fraction, stratify=labels(pool, "the data"), random_state=seed
+        )
+        val_size = val_fraction / (1.0 - test_fraction)
+    where = "the training data" if fixed_test and not cv_folds else "the data left after the test split"
+    train, val = train_test_split(pool, test_size=val_size, stratify=labels(pool, where), random_state=seed)
+    return {"train": train, "val": val, "test": test}
+
+
+def check_class_sizes(y: np.ndarray, where: str, classes: Sequence[str] = ()) -> None:
+    """A stratified split needs two samples of every class: say which class has fewer, before sklearn does."""
+    values, counts = np.unique(y, return_counts=True)
+    small = [(int(v), int(n)) for v, n in zip(values, counts, strict=True) if n < 2]
+    if small:
+        named = ", ".join(f"{classes[v]!r} ({n} row)" if 0 <= v < len(classes) else f"{v} ({n} row)" for v, n in small)
+        raise ValueError(
+            f"{'class' if len(small) == 1 else 'classes'} {named} in {where}: a stratified split needs at least "
+            "2 rows of every class. Add rows of that class, or drop it (or merge it with another) before training"
+        )

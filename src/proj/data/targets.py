@@ -1,0 +1,125 @@
+"""What a DataModule's task says about its targets: classes or values, and what the model is told of them.
+
+classification: y holds class indices (int64); `classes` names them, `num_outputs` counts them, and the
+    class-based options (a resampling sampler, class weights, MixUp / CutMix) are available.
+regression: y holds float32 values, (N,) for one target or (N, k) for k; batches carry them raw and
+    `target_stats` gives the training split's mean and std per column (saved with the run in `stats`), for the
+    model to standardise with. The class-based options are refused with the setting to change.
+"""
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from torch import Tensor
+
+from proj.data.sampling import balanced_class_weights
+
+Task = Literal["classification", "regression"]
+
+
+class TaskTargets:
+    """Mixed into ArrayDataModule: a dataset sets `task` (and `num_classes`, or `target_names`)."""
+
+    task: Task = "classification"
+    num_classes: int  # classification only
+    target_names: list[str] = []  # regression: a name per target column (e.g. ["progression"])
+    # from ArrayDataModule: stats, hparams, setup(), train_labels()
+
+    def check_task(self, sampler: str, class_weights: Any, mixup_alpha: float, cutmix_alpha: float) -> None:
+        """At construction: a known task, and for regression none of the options that act on classes."""
+        if self.task not in ("classification", "regression"):
+            raise ValueError(f"{type(self).__name__}.task={self.task!r}: expected classification or regression")
+        if self.task == "regression":
+            refuse_class_options(sampler, class_weights, mixup_alpha, cutmix_alpha)
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task == "classification"
+
+    def float_targets(self, y: Tensor) -> Tensor:
+        """Regression targets as float32, (N,) or (N, k), checked against target_names."""
+        if y.ndim not in (1, 2):
+            raise ValueError(
+                f"{type(self).__name__}: regression targets have shape {tuple(y.shape)}; need (N,) or (N, k)"
+            )
+        columns = 1 if y.ndim == 1 else y.shape[1]
+        if self.target_names and len(self.target_names) != columns:
+            raise ValueError(f"{type(self).__name__}: {columns} target column(s) for target_names {self.target_names}")
+        return y.float()
+
+    # --- what the model is told about the targets (linked by the CLI) ------------------------------------
+
+    @property
+    def num_outputs(self) -> int:
+        """Outputs of the model: the number of classes, or of regression target columns."""
+        if self.is_classification:
+            return self.num_classes
+        if self.target_names:
+            return len(self.target_names)
+        y = self.train_labels()  # targets not named: their shape says
+        return 1 if y.ndim == 1 else y.shape[1]
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names ("0", "1", ... unless the dataset names them); empty for regression."""
+        if not self.is_classification:
+            return []
+        names = self.__dict__.get("_classes")
+        return list(names) if names is not None else [str(i) for i in range(self.num_classes)]
+
+    @classes.setter
+    def classes(self, names: Sequence[str]) -> None:
+        self._classes = [str(n) for n in names]
+
+    @property
+    def target_stats(self) -> dict[str, list[float]] | None:
+        """Regression: the mean and std of each target column over the training split; None for classes."""
+        if self.is_classification:
+            return None
+        self.setup()
+        return {"mean": list(self.stats["target_mean"]), "std": list(self.stats["target_std"])}
+
+    @property
+    def target_info(self) -> dict[str, Any]:
+        """Everything the model is told about the targets, in one dict linked into every task module
+        (`model.init_args.targets`): the task, and its class names and loss weights, or its target names and
+        training statistics. One argument for every task, so one parser link serves them all."""
+        if self.is_classification:
+            return {"task": self.task, "classes": self.classes, "class_weights": self.class_weights}
+        stats = self.target_stats
+        return {"task": self.task, "names": self.target_names or None, "mean": stats["mean"], "std": stats["std"]}
+
+    @property
+    def class_weights(self) -> list[float] | None:
+        """Loss weights for the model (linked by the CLI): None, balanced from training counts, or given."""
+        setting = self.hparams.class_weights
+        if setting == "none" or not self.is_classification:
+            return None
+        if setting == "balanced":
+            return balanced_class_weights(self.train_labels(), self.num_classes)
+        if len(setting) != self.num_classes:
+            raise ValueError(f"data.class_weights has {len(setting)} values for {self.num_classes} classes")
+        return list(setting)
+
+
+def refuse_class_options(sampler: str, class_weights: Any, mixup_alpha: float, cutmix_alpha: float) -> None:
+    """Options that act on classes make no sense for a regression: say which, and how to turn each off."""
+    refused = []
+    if sampler != "none":
+        refused.append(f"data.sampler={sampler!r} resamples classes, but the task is regression: set sampler: none")
+    if class_weights != "none":
+        refused.append(
+            f"data.class_weights={class_weights!r} weighs the loss per class, but the task is regression: "
+            "set class_weights: none"
+        )
+    for name, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
+        if alpha > 0:
+            refused.append(f"data.{name}={alpha} mixes class targets, but the task is regression: set {name}: 0")
+    if refused:
+        raise ValueError("; ".join(refused))
+
+
+def target_stats(y: Tensor) -> tuple[list[float], list[float]]:
+    """Mean and std (population) of each target column, in float64; a constant target keeps std >= 1e-6."""
+    values = y.double().reshape(len(y), -1)
+    return values.mean(0).tolist(), values.std(0, correction=0).clamp_min(1e-6).tolist()
