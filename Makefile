@@ -34,6 +34,7 @@ tensorboard: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports    # the layers in pyproject.toml: cli -> tune, deploy -> models, data, callbacks -> optim -> nets
 
 format: setup
 	$(BIN)/ruff check --fix .

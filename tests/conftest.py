@@ -32,19 +32,23 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="session")
-def default_run(tmp_path_factory):
-    """`python -m proj fit --config configs/default.yaml`, run once for every test that reads its results."""
+def cli_in(workdir: Path, *args: str):
+    """The CLI run inside `workdir` (its logs/ land there), for fixtures shared by several tests."""
     import os
 
-    workdir = tmp_path_factory.mktemp("default_run")
     old = os.getcwd()
     os.chdir(workdir)
     try:
-        result = cli("fit", "--config", DEFAULT, "--trainer.enable_progress_bar=false")
+        return cli(*args)
     finally:
         os.chdir(old)
-    return workdir, result
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """`python -m proj fit --config configs/default.yaml`, run once for every test that reads its results."""
+    workdir = tmp_path_factory.mktemp("default_run")
+    return workdir, cli_in(workdir, "fit", "--config", DEFAULT, "--trainer.enable_progress_bar=false")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -197,7 +197,7 @@ def test_the_loss_takes_soft_targets():
     from proj.models import Classifier
     from proj.nets import MLP
 
-    model = Classifier(MLP, num_classes=3, input_shape=(4,)).eval()
+    model = Classifier(MLP, num_outputs=3, input_shape=(4,)).eval()
     x, soft = torch.randn(5, 4), torch.softmax(torch.randn(5, 3), -1)
     loss = model.training_step((x, soft), 0)
     expected = -(soft * model(x).log_softmax(-1)).sum(1).mean()

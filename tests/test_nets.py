@@ -32,7 +32,7 @@ def test_channels_last_and_compile_keep_the_outputs_and_the_checkpoint_keys():
     from proj.models import Classifier
 
     def classifier(**kwargs) -> Classifier:
-        return Classifier(ResNet, num_classes=10, input_shape=(3, 32, 32), **kwargs).eval()
+        return Classifier(ResNet, num_outputs=10, input_shape=(3, 32, 32), **kwargs).eval()
 
     torch.manual_seed(0)
     plain, nhwc, compiled = classifier(), classifier(channels_last=True), classifier(compile=True)

@@ -14,7 +14,7 @@ ADAMW = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.01, "weight_de
 
 def model(**optim) -> Classifier:
     stages = optim.pop("stages", [{"optimizer": ADAMW}])
-    return Classifier(SmallCNN, num_classes=10, input_shape=(1, 8, 8), optim=OptimConfig(stages=stages, **optim))
+    return Classifier(SmallCNN, num_outputs=10, input_shape=(1, 8, 8), optim=OptimConfig(stages=stages, **optim))
 
 
 def configured(

@@ -28,7 +28,8 @@ def test_every_path_in_readme_exists(path):
 def test_every_config_in_readme_parses(path, capsys):
     config = ROOT / path
     if "tune:" in config.read_text():  # a search file: its tune block, stacked on the default
-        from proj.tune.space import parse_search, split_args
+        from proj.cli.tune import split_args
+        from proj.tune.space import parse_search
 
         block, fit_args, _ = split_args(["--config", DEFAULT, "--config", str(config)])
         parse_search(block)

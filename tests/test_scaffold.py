@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def test_new_project_is_renamed_and_its_own_tests_pass(tmp_path):
     target = tmp_path / "mynet"
     cli("new", str(target), "--name", "mynet")
-    assert (target / "src" / "mynet" / "cli.py").is_file() and not (target / "src" / "proj").exists()
+    assert (target / "src" / "mynet" / "cli" / "__init__.py").is_file() and not (target / "src" / "proj").exists()
     for leftover in ("logs", ".venv", ".git", "lightning_logs"):
         assert not (target / leftover).exists()
     assert not list(target.rglob("*.ckpt")) and not list(target.rglob("__pycache__"))

@@ -51,7 +51,7 @@ def test_study_beats_the_default_and_writes_its_outputs(in_tmp):
     best = yaml.safe_load((out / "best_config.yaml").read_text())
     key = "model.init_args.optim.stages.0.optimizer.init_args.lr"
     assert best["model"]["init_args"]["optim"]["stages"][0]["optimizer"]["init_args"]["lr"] == result.best_params[key]
-    from proj.cli import run_fit
+    from proj.cli.lightning_cli import run_fit
     from proj.tune.optuna_search import MetricHistory
 
     history = MetricHistory("val/acc")
@@ -162,3 +162,10 @@ def test_ray_tune_backend_on_a_local_cluster(in_tmp):
     lr = best["model"]["init_args"]["optim"]["stages"][0]["optimizer"]["init_args"]["lr"]
     assert 3e-4 <= lr <= 3e-2  # drawn from the search space, written into a complete fit config
     assert len(list(out.glob("trial_*/config.yaml"))) == 4  # every trial is a normal run directory
+
+
+def test_the_ray_backend_imports_without_optuna():
+    """`pip install .[ray]` without `[hpo]`: the Ray path must not need optuna (it once imported it for a helper)."""
+    code = "import sys; sys.modules['optuna'] = None; import proj.cli.tune, proj.tune.ray_search; print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

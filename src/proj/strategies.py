@@ -10,6 +10,8 @@ from typing import Any
 
 from lightning.pytorch.strategies import ModelParallelStrategy
 
+from proj.compat import set_data_parallel_size
+
 
 class FSDP2Strategy(ModelParallelStrategy):
     def __init__(self, save_distributed_checkpoint: bool = False, **kwargs: Any) -> None:
@@ -23,5 +25,5 @@ class FSDP2Strategy(ModelParallelStrategy):
         )
 
     def setup_environment(self) -> None:
-        self._data_parallel_size = self.num_nodes * self.num_processes
+        set_data_parallel_size(self, self.num_nodes * self.num_processes)
         super().setup_environment()

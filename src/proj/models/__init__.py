@@ -1,5 +1,7 @@
-"""LightningModules: each holds its network together with its loss, metrics and configure_optimizers."""
+"""LightningModules: `base.TaskModule` is the training core; each task file says its loss, metrics, predictions."""
 
+from proj.models.base import TaskModule
 from proj.models.classifier import Classifier
+from proj.models.regressor import Regressor
 
-__all__ = ["Classifier"]
+__all__ = ["Classifier", "Regressor", "TaskModule"]

@@ -1,4 +1,4 @@
-"""Plain torch networks. No Lightning in here: a net is built as `Net(input_shape, num_classes, **options)`.
+"""Plain torch networks. No Lightning in here: a net is built as `Net(input_shape, num_outputs, **options)`.
 
 Every net names its parts `stem`, `body` and `head`, so parameter-group rules in the optim config
 (`pattern: "net.head.*"`) work the same whichever net is chosen.

@@ -20,7 +20,7 @@ class SmallCNN(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int],
-        num_classes: int,
+        num_outputs: int,
         widths: Sequence[int] = (32, 64),
         dropout: float = 0.2,
     ) -> None:
@@ -36,7 +36,7 @@ class SmallCNN(nn.Module):
             channels = width
         self.body = nn.Sequential(*layers)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_outputs)
         )
 
     def forward(self, x: Tensor) -> Tensor:

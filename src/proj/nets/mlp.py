@@ -12,7 +12,7 @@ class MLP(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int],
-        num_classes: int,
+        num_outputs: int,
         hidden: Sequence[int] = (256, 128),
         dropout: float = 0.2,
         batch_norm: bool = True,
@@ -30,7 +30,7 @@ class MLP(nn.Module):
             ]
             features = width
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(features, num_classes)
+        self.head = nn.Linear(features, num_outputs)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.body(self.stem(x)))

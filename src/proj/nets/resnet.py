@@ -31,7 +31,7 @@ class ResNet(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int],
-        num_classes: int,
+        num_outputs: int,
         depth: int = 20,
         width: int = 16,
         dropout: float = 0.0,
@@ -52,7 +52,7 @@ class ResNet(nn.Module):
                 channels = stage_width
         self.body = nn.Sequential(*layers)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_outputs)
         )
 
     def forward(self, x: Tensor) -> Tensor:

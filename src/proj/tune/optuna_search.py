@@ -1,4 +1,4 @@
-"""`python -m proj tune`: an Optuna study whose trials are normal fits, resumable from its SQLite storage.
+"""The Optuna backend of `python -m proj tune`: a study whose trials are normal fits, resumable from its SQLite storage.
 
     python -m proj tune --config configs/default.yaml --config configs/hpo/optuna.yaml [--tune.n_trials=5]
 
@@ -27,17 +27,8 @@ try:  # optuna >= 4.9 renamed it
 except ImportError:
     from optuna.storages import RetryFailedTrialCallback as RetryStale
 
-from proj.tune.space import (
-    Param,
-    SearchConfig,
-    apply,
-    check_space,
-    parse_search,
-    resolved_config,
-    set_dotted,
-    split_args,
-    write_config,
-)
+from proj.tune.space import Param, SearchConfig, apply, write_config
+from proj.tune.trials import FitFn, trial_config
 
 
 class MetricHistory(Callback):
@@ -87,25 +78,13 @@ def decode(search: SearchConfig, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def trial_config(search: SearchConfig, base: dict[str, Any], params: dict[str, Any], name: str) -> dict[str, Any]:
-    config = apply(base, params)
-    set_dotted(config, "trainer.logger", {
-        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "logs", "name": search.study_name, "version": name, "default_hp_metric": False},
-    })  # fmt: skip
-    config["test_after_fit"] = False  # the test split is for the final model, not for choosing it
-    config["trainer"]["enable_progress_bar"] = False
-    config["trainer"]["enable_model_summary"] = False
-    return config
-
-
 class Objective:
-    def __init__(self, search: SearchConfig, base: dict[str, Any]) -> None:
-        self.search, self.base = search, base
+    """One trial: a normal fit of the base config with the trial's parameters, through `fit`."""
+
+    def __init__(self, search: SearchConfig, base: dict[str, Any], fit: FitFn) -> None:
+        self.search, self.base, self.fit = search, base, fit
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from proj.cli import run_fit
-
         search = self.search
         params = {p.key: suggest(trial, p) for p in search.space.values()}
         name = f"trial_{trial.number:04d}"
@@ -119,7 +98,7 @@ class Objective:
         trial.set_user_attr("run_dir", str(search.study_dir / name))
         trial.set_user_attr("pid", os.getpid())
         try:
-            run_fit(["--config", str(path)], callbacks)
+            self.fit(["--config", str(path)], callbacks)
         finally:
             trial.set_user_attr("epochs", len(history.values))
         if not history.values:
@@ -216,18 +195,11 @@ def plots(study: optuna.Study, out: Path) -> dict[str, Path]:
     return files
 
 
-def command(name: str, args: list[str]) -> optuna.Study | Any:
-    block, fit_args, _ = split_args(args)
-    search = parse_search(block)
-    base = resolved_config(fit_args)
-    check_space(search.space, base)  # a key that does not exist fails here, before any trial
-    if search.backend == "ray":
-        from proj.tune.ray_search import run
-
-        return run(search, base)
+def run_study(search: SearchConfig, base: dict[str, Any], fit: FitFn) -> optuna.Study:
+    """Run (or continue) the study: `search.n_trials` more trials, each a fit of `base` with its parameters."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = create_study(search)
-    study.optimize(Objective(search, base), n_trials=search.n_trials, timeout=search.timeout)
+    study.optimize(Objective(search, base, fit), n_trials=search.n_trials, timeout=search.timeout)
     files = write_outputs(study, search, base)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]

@@ -17,6 +17,7 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 from proj.tune.space import Param, SearchConfig, apply, write_config
+from proj.tune.trials import FitFn, trial_config
 
 
 def to_ray(p: Param) -> Any:
@@ -53,20 +54,17 @@ class ReportToRay(Callback):
         tune.report({self.metric: float(trainer.callback_metrics[self.metric]), "epoch": trainer.current_epoch})
 
 
-def train_trial(params: dict[str, Any], search: SearchConfig, base: dict[str, Any], root: str) -> None:
+def train_trial(params: dict[str, Any], search: SearchConfig, base: dict[str, Any], root: str, fit: FitFn) -> None:
     from ray import tune
-
-    from proj.cli import run_fit
-    from proj.tune.optuna_search import trial_config
 
     os.chdir(root)  # relative paths in the config (data, logs) mean what they meant where tune was started
     name = f"trial_{tune.get_context().get_trial_id()}"
     config = trial_config(search, base, params, name)
     path = write_config(config, search.study_dir / "configs" / f"{name}.yaml")
-    run_fit(["--config", str(path)], [ReportToRay(search.metric)])
+    fit(["--config", str(path)], [ReportToRay(search.metric)])
 
 
-def run(search: SearchConfig, base: dict[str, Any]) -> Any:
+def run(search: SearchConfig, base: dict[str, Any], fit: FitFn) -> Any:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -76,7 +74,7 @@ def run(search: SearchConfig, base: dict[str, Any]) -> Any:
     ray.init(address=opts.address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     mode = "max" if search.direction == "maximize" else "min"
     trainable = tune.with_resources(
-        partial(train_trial, search=search, base=base, root=os.getcwd()),
+        partial(train_trial, search=search, base=base, root=os.getcwd(), fit=fit),
         {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial},
     )
     max_epochs = int(base["trainer"].get("max_epochs") or 100)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from proj.optim import check_keys
+from proj.optim.classes import check_keys
 
 
 @dataclass
@@ -160,56 +160,6 @@ def apply(config: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     for key, value in params.items():
         set_dotted(trial, key, value)
     return trial
-
-
-# --- the command line ---------------------------------------------------------------------------------------
-
-
-def split_args(args: list[str]) -> tuple[dict[str, Any], list[str], list[str]]:
-    """Separate the `tune:` block (from any --config file that has one) from the fit arguments.
-
-    Returns (tune block, fit args, tune overrides such as --tune.n_trials=5).
-    """
-    block: dict[str, Any] = {}
-    fit_args: list[str] = []
-    overrides: list[str] = []
-    it = iter(args)
-    for arg in it:
-        if arg == "--config" or arg.startswith("--config="):
-            path = arg.split("=", 1)[1] if "=" in arg else next(it)
-            content = yaml.safe_load(Path(path).read_text()) or {}
-            if isinstance(content, dict) and "tune" in content:
-                block.update(content.pop("tune") or {})
-                if content:  # the rest of the file configures every trial's fit
-                    fit_args += ["--config", dump_temp(content, path)]
-                continue
-            fit_args += ["--config", path]
-        elif arg.startswith("--tune."):
-            overrides.append(arg if "=" in arg else f"{arg}={next(it)}")
-        else:
-            fit_args.append(arg)
-    for override in overrides:
-        key, value = override[len("--tune.") :].split("=", 1)
-        set_dotted(block, key, yaml.safe_load(value)) if "." in key else block.__setitem__(key, yaml.safe_load(value))
-    if not block:
-        raise ValueError("no `tune:` block found: add --config configs/hpo/optuna.yaml (or your own search file)")
-    return block, fit_args, overrides
-
-
-def dump_temp(content: dict[str, Any], source: str) -> str:
-    import tempfile
-
-    with tempfile.NamedTemporaryFile("w", suffix=f"-{Path(source).stem}.yaml", delete=False) as f:
-        yaml.safe_dump(content, f)
-    return f.name
-
-
-def resolved_config(fit_args: list[str]) -> dict[str, Any]:
-    """The complete fit config that these arguments give (models and data are built once to check them)."""
-    from proj.cli import main
-
-    cli = main(fit_args, run=False)
-    return yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
 
 
 def write_config(config: dict[str, Any], path: Path) -> Path:

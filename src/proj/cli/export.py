@@ -1,0 +1,115 @@
+"""`python -m proj export`: a deployable model from a checkpoint, checked against PyTorch.
+
+    python -m proj export --config logs/default/version_0/config.yaml \
+        --ckpt_path logs/default/version_0/checkpoints/best-22.ckpt --format onnx [--quantize int8] [--out DIR]
+
+It writes <run>/export/: the model (proj.deploy.export: raw inputs in, probabilities or values in the
+target's units out), and model.json with the task, class or target names, input shape and dtype, the
+normalisation, the source checkpoint and the parity measured here. Formats: onnx (checked with onnxruntime)
+and torchscript. `--quantize int8` adds dynamic int8 quantisation (weights in int8, activations quantised on
+the fly) and reports file size, CPU latency and the test score of both.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from proj.callbacks.checkpointing import run_dir_of_checkpoint
+from proj.cli.lightning_cli import lightning_main
+from proj.cli.options import take_options
+from proj.deploy.export import FORMATS, TOLERANCE, deployable, export, measure, output_name, quantize, runner
+
+
+def parse(args: list[str]) -> tuple[dict[str, Any], list[str]]:
+    options, rest = take_options(args, {"format": "onnx", "quantize": None, "out": None, "ckpt_path": None})
+    if options["format"] not in FORMATS:
+        raise ValueError(f"--format {options['format']!r} is not supported: choose {' or '.join(FORMATS)}")
+    if options["quantize"] not in (None, "int8"):
+        raise ValueError(f"--quantize {options['quantize']!r} is not supported: choose int8 (or leave it out)")
+    if not options["ckpt_path"]:
+        raise ValueError("--ckpt_path is required: the checkpoint to export (e.g. <run>/checkpoints/last.ckpt)")
+    if not Path(options["ckpt_path"]).is_file():
+        raise FileNotFoundError(f"--ckpt_path {options['ckpt_path']} does not exist")
+    return options, rest
+
+
+def load(config_args: list[str], ckpt_path: str) -> tuple[Any, Any]:
+    """The model and data module of the config, with the checkpoint's weights and data statistics."""
+    cli = lightning_main([*config_args, "--test_after_fit=false"], run=False)
+    model, dm = cli.model, cli.datamodule
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(
+            f"--ckpt_path {ckpt_path} does not match the model of the config ({type(model.net).__name__}): "
+            f"{str(err).splitlines()[0]} Export with the config.yaml of the run that wrote the checkpoint."
+        ) from err
+    dm.setup()
+    saved = checkpoint.get(type(dm).__qualname__)
+    if saved:
+        dm.load_state_dict(saved)  # the normalisation the model was trained with
+    return model.eval(), dm
+
+
+def command(name: str, args: list[str]) -> dict[str, Any]:
+    options, config_args = parse(args)
+    fmt, ckpt = options["format"], Path(options["ckpt_path"])
+    model, dm = load(config_args, str(ckpt))
+    module = deployable(model, dm)
+    x_test, y_test = (t.numpy() for t in dm.splits["test"].tensors)
+    example = torch.from_numpy(x_test[:64])
+    out = Path(options["out"] or run_dir_of_checkpoint(ckpt) / "export")
+    out.mkdir(parents=True, exist_ok=True)
+    path = export(module, example, fmt, out / ("model.onnx" if fmt == "onnx" else "model.pt"))
+
+    # Parity: the exported file against PyTorch on a test batch, and on a batch of another size.
+    run = runner(path, fmt)
+    with torch.no_grad():
+        reference = module(torch.from_numpy(x_test)).numpy()
+    diff = max(
+        float(np.abs(run(x_test[:64]) - reference[:64]).max()), float(np.abs(run(x_test[:7]) - reference[:7]).max())
+    )
+    if diff > TOLERANCE:
+        raise RuntimeError(f"{path}: outputs differ from PyTorch by {diff:.2e} (> {TOLERANCE}); not exported")
+    report: dict[str, Any] = {
+        "pytorch fp32": measure(
+            lambda a: module(torch.from_numpy(a)).detach().numpy(), None, x_test, y_test, model.task
+        )
+    }
+    report[f"{fmt} fp32"] = measure(run, path, x_test, y_test, model.task)
+    files = {"model": str(path.resolve())}
+    if options["quantize"]:
+        qpath = quantize(fmt, module, example, path, out / (f"model.int8.{path.suffix[1:]}"))
+        report[f"{fmt} int8"] = measure(runner(qpath, fmt), qpath, x_test, y_test, model.task)
+        files["model_int8"] = str(qpath.resolve())
+    info = {
+        "format": fmt,
+        "files": files,
+        "task": model.task,
+        "classes": list(getattr(model, "class_names", [])),
+        "target_names": list(getattr(model, "target_names", [])),
+        "input_shape": ["batch", *dm.input_shape],
+        "input_dtype": str(dm.splits["test"].tensors[0].dtype).replace("torch.", ""),
+        "output": f"{output_name(model.task)} (batch, {model.num_outputs})",
+        "scale": dm.scale,
+        "mean": dm.stats.get("mean"),
+        "std": dm.stats.get("std"),
+        "source_checkpoint": str(ckpt),
+        "max_abs_diff_vs_pytorch": diff,
+        "measured": report,
+    }
+    (out / "model.json").write_text(json.dumps(info, indent=2))
+    print(f"exported {path} (max |difference| from PyTorch {diff:.1e}); {out / 'model.json'}")
+    score = next((k for k in report["pytorch fp32"] if k.startswith("test_")), None)  # accuracy or rmse
+    print(f"{'model':<16}{'size KB':>10}{'ms batch 1':>12}{'ms batch 64':>13}{(score or '').replace('_', ' '):>15}")
+    for label, m in report.items():
+        size = f"{m['size_kb']:.1f}" if m["size_kb"] else "-"
+        value = f"{m[score]:.4f}" if score else ""
+        print(f"{label:<16}{size:>10}{m['latency_ms_batch1']:>12.3f}{m['latency_ms_batch64']:>13.3f}{value:>15}")
+    return info

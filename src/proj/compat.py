@@ -1,0 +1,106 @@
+"""Every touch of private Lightning (and torch) API, in one place, each with why and a check.
+
+Lightning has no public way to do these things. Each private member is checked when this module is first
+imported: on a Lightning release where one is gone, the template stops with a message naming the member and
+what uses it, instead of an AttributeError in the middle of a run. Checked on lightning 2.6 and torch 2.11-2.13.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning
+import lightning.pytorch as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loops.fit_loop import _FitLoop
+from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.trainer.connectors.logger_connector.logger_connector import _LoggerConnector
+from torch.optim.lr_scheduler import SequentialLR
+
+# (owner, member, what the template uses it for)
+PRIVATE = (
+    (_LoggerConnector, "should_update_logs", "logging per-step values only on steps that reach the loggers"),
+    (_FitLoop, "_should_accumulate", "Throughput: measuring at the batch that closes an accumulation window"),
+    (ModelCheckpoint, "_should_save_on_train_epoch_end", "last.ckpt written every epoch"),
+    (ModelCheckpoint, "_should_skip_saving_checkpoint", "last.ckpt written every epoch"),
+    (ModelCheckpoint, "_monitor_candidates", "last.ckpt written every epoch"),
+    (ModelCheckpoint, "_save_checkpoint", "last.ckpt written every epoch"),
+    (ModelCheckpoint, "_save_last_checkpoint", "last.ckpt written every epoch"),
+    (LightningCLI, "_parse_ckpt_path", "--weights_only false for trusted checkpoints"),
+    (ModelParallelStrategy, "setup_environment", "FSDP2Strategy: a data-parallel mesh over every process"),
+)
+
+
+class LightningVersionError(RuntimeError):
+    pass
+
+
+def check_private_api() -> None:
+    for owner, member, purpose in PRIVATE:
+        if not hasattr(owner, member):
+            raise LightningVersionError(
+                f"lightning {lightning.__version__} has no {owner.__name__}.{member}, which proj uses for {purpose}. "
+                "Install the version in constraints.txt, or adapt src/proj/compat.py."
+            )
+
+
+check_private_api()
+
+
+def logs_this_step(trainer: L.Trainer | None) -> bool:
+    """Whether the values logged at this training step reach the loggers: every `trainer.log_every_n_steps`
+    (every step under fast_dev_run), as Lightning decides; true without a trainer (a module called directly).
+
+    Private: Lightning decides this in its logger connector and exposes no public flag."""
+    if trainer is None:
+        return True
+    return trainer._logger_connector.should_update_logs or bool(trainer.fast_dev_run)
+
+
+def accumulating(trainer: L.Trainer) -> bool:
+    """True on a batch that does not close its accumulation window (no optimizer step after it).
+
+    Private: the fit loop's own test, which also knows that the last batch of an epoch always steps."""
+    return trainer.fit_loop._should_accumulate()
+
+
+def chained_schedulers(scheduler: Any) -> list[Any]:
+    """The phases of a SequentialLR (torch keeps them in a private list), or the scheduler itself."""
+    if isinstance(scheduler, SequentialLR):
+        return list(scheduler._schedulers)
+    return [scheduler]
+
+
+class CheckpointInternals:
+    """ModelCheckpoint's private steps that writing last.ckpt every epoch needs (see callbacks/checkpointing.py):
+    when this callback saves, whether anything was saved at this step, and the save itself."""
+
+    @staticmethod
+    def saves_on_train_epoch_end(callback: ModelCheckpoint, trainer: L.Trainer) -> bool:
+        return callback._should_save_on_train_epoch_end(trainer)
+
+    @staticmethod
+    def skips_saving(callback: ModelCheckpoint, trainer: L.Trainer) -> bool:
+        return callback._should_skip_saving_checkpoint(trainer)
+
+    @staticmethod
+    def every_n_epochs(callback: ModelCheckpoint) -> int:
+        return callback._every_n_epochs
+
+    @staticmethod
+    def candidates(callback: ModelCheckpoint, trainer: L.Trainer) -> dict[str, Any]:
+        return callback._monitor_candidates(trainer)
+
+    @staticmethod
+    def save(callback: ModelCheckpoint, trainer: L.Trainer, path: str) -> None:
+        callback._save_checkpoint(trainer, path)
+
+    @staticmethod
+    def save_last(callback: ModelCheckpoint, trainer: L.Trainer) -> None:
+        callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+
+
+def set_data_parallel_size(strategy: ModelParallelStrategy, size: int) -> None:
+    """ModelParallelStrategy sizes its data-parallel mesh by the node count; FSDP2 alone wants every process."""
+    strategy._data_parallel_size = size

@@ -1,0 +1,1 @@
+"""Deployment: export (ONNX / TorchScript / int8) of a trained run."""
