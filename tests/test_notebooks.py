@@ -12,7 +12,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
-    assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb", "02_lr_schedules.ipynb", "03_imbalanced_data.ipynb"]
+    names = ["01_quickstart.ipynb", "02_lr_schedules.ipynb", "03_imbalanced_data.ipynb", "04_regression.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
