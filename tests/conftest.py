@@ -7,6 +7,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 DEFAULT = str(CONFIGS / "default.yaml")
+README_PATH = ROOT / "README.md"
 
 # A short run: few batches, no progress bar. Enough to check numbers, not to train well.
 QUICK = [
@@ -30,6 +31,18 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     """Run inside an empty directory so that logs/ lands there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def usage_error(capsys, *args: str) -> str:
+    """Run the CLI expecting a usage error: exit status 2 and one line on stderr, no traceback. Returns it."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        cli(*args)
+    err = capsys.readouterr().err
+    assert done.value.code == 2, (done.value.code, err[-2000:])
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    return lines[0]
 
 
 def cli_in(workdir: Path, *args: str):

@@ -102,6 +102,6 @@ def test_own_task_trains_in_stages_logs_and_resumes_like_an_uninterrupted_run(tm
         assert torch.equal(value, resumed.model.state_dict()[name]), name
 
     cli("predict", "--config", f"{run_dir}/config.yaml", f"--ckpt_path={run_dir}/checkpoints/last.ckpt", *RUN[2:4])
-    with open(split / run_dir / "predictions.csv") as f:
+    with open(split / run_dir / "predict" / "predictions.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["id", *(f"output_{i}" for i in range(10))] and len(rows) == 1 + 360

@@ -62,7 +62,7 @@ def test_predictions_are_values_in_the_target_units_with_row_indices(diabetes, t
     monkeypatch.chdir(tmp_path)
     args = ["--config", str(run_dir / "config.yaml"), f"--ckpt_path={best}", "--trainer.enable_progress_bar=false"]
     cli("predict", *args)
-    with open(run_dir / "predictions.csv") as f:
+    with open(run_dir / "predict" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["id", "progression"]
     from sklearn.datasets import load_diabetes

@@ -1,4 +1,4 @@
-"""`python -m proj new`: a renamed, working copy of the template."""
+"""`python -m proj new`: a renamed, working copy of the template, whose own `new` makes the next one."""
 
 import os
 import re
@@ -7,38 +7,58 @@ import sys
 
 import pytest
 
-from conftest import cli
+from conftest import ROOT, cli, usage_error
 
 pytestmark = pytest.mark.slow
 
 
-def test_new_project_is_renamed_and_its_own_tests_pass(tmp_path):
-    target = tmp_path / "mynet"
-    cli("new", str(target), "--name", "mynet")
-    assert (target / "src" / "mynet" / "cli" / "__init__.py").is_file() and not (target / "src" / "proj").exists()
-    for leftover in ("logs", ".venv", ".git", "lightning_logs"):
-        assert not (target / leftover).exists()
-    assert not list(target.rglob("*.ckpt")) and not list(target.rglob("__pycache__"))
-    texts = [p for p in target.rglob("*") if p.suffix in (".py", ".yaml", ".toml") and p.is_file()]
+def test_two_generations_of_new_projects_are_renamed_and_the_second_ones_tests_pass(tmp_path):
+    (ROOT / "scratch_notes.txt").write_text("an untracked file")  # in the checkout, not in git: never copied
+    try:
+        first = tmp_path / "mynet"
+        cli("new", str(first), "--name", "mynet")
+    finally:
+        (ROOT / "scratch_notes.txt").unlink()
+    assert (first / "src" / "mynet" / "cli" / "__init__.py").is_file() and not (first / "src" / "proj").exists()
+    assert not (first / "scratch_notes.txt").exists()
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    copied = sorted(str(p.relative_to(first)).replace("mynet", "proj") for p in first.rglob("*") if p.is_file())
+    assert copied == sorted(tracked)  # exactly the template's tracked files
+    texts = [p for p in first.rglob("*") if p.suffix in (".py", ".yaml", ".toml") and p.is_file()]
     assert not [p for p in texts if re.search(r"\bproj\b", p.read_text())]  # every import and class_path renamed
-    assert 'name = "mynet"' in (target / "pyproject.toml").read_text()
-    # Its fast tests pass with this venv (the slow ones train; the template's own run covers them).
-    env = {**os.environ, "PYTHONPATH": str(target / "src")}
+    assert 'name = "mynet"' in (first / "pyproject.toml").read_text()
+
+    # The first generation has no git: its own `new` copies its listed parts, renamed again.
+    (first / "logs").mkdir()
+    (first / "logs" / "run.ckpt").write_text("a run's output")
+    second = tmp_path / "othernet"
+    env = {**os.environ, "PYTHONPATH": str(first / "src")}
+    made = subprocess.run(
+        [sys.executable, "-m", "mynet", "new", str(second), "--name", "othernet"],
+        cwd=first, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert (second / "src" / "othernet" / "cli" / "new.py").is_file() and not (second / "logs").exists()
+    texts = [p for p in second.rglob("*") if p.suffix in (".py", ".yaml", ".toml") and p.is_file()]
+    assert not [p for p in texts if re.search(r"\b(proj|mynet)\b", p.read_text())]
+    assert len(list(second.rglob("*.py"))) == len(list(first.rglob("*.py")))
+
+    # The second generation's fast tests pass with this venv (the slow ones train; the template's cover them).
+    env = {**os.environ, "PYTHONPATH": str(second / "src")}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider"],
-        cwd=target, env=env, capture_output=True, text=True, timeout=600,
+        cwd=second, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:]
     assert re.search(r"\d+ passed", done.stdout)
 
 
-def test_new_refuses_a_non_empty_folder_and_a_bad_name(tmp_path):
+def test_new_refuses_a_non_empty_folder_and_a_bad_name(tmp_path, capsys):
     target = tmp_path / "taken"
     target.mkdir()
     (target / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="exists and is not empty"):
-        cli("new", str(target), "--name", "mynet")
-    with pytest.raises(ValueError, match=r"'my-net' is not a valid Python package name"):
-        cli("new", str(tmp_path / "x"), "--name", "my-net")
-    with pytest.raises(ValueError, match=r"'torch' is already an importable package"):
-        cli("new", str(tmp_path / "y"), "--name", "torch")
+    assert "exists and is not empty" in usage_error(capsys, "new", str(target), "--name", "mynet")
+    error = usage_error(capsys, "new", str(tmp_path / "x"), "--name", "my-net")
+    assert "'my-net' is not a valid Python package name" in error
+    error = usage_error(capsys, "new", str(tmp_path / "y"), "--name", "torch")
+    assert "'torch' is already an importable package" in error

@@ -14,12 +14,10 @@ import lightning.pytorch as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from proj.callbacks.checkpointing import run_dir_of_checkpoint
-
 
 class PredictionWriter(BasePredictionWriter):
-    """It writes into the run directory of the checkpoint being predicted from (logs/<name>/version_<n>/), or
-    into the new run's directory when no checkpoint is given. Under DDP each rank writes predictions.rank<r>.csv.
+    """It writes into the logger's directory: `<run>/predict/` when predicting from a checkpoint of a run (the
+    command line logs there), else the new run's directory. Under DDP each rank writes predictions.rank<r>.csv.
     """
 
     def __init__(self, filename: str = "predictions.csv") -> None:
@@ -28,8 +26,7 @@ class PredictionWriter(BasePredictionWriter):
         self.path: Path | None = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        ckpt = trainer.ckpt_path
-        run_dir = run_dir_of_checkpoint(ckpt) if ckpt else Path(trainer.log_dir)
+        run_dir = Path(trainer.log_dir or ".")
         name = self.filename if trainer.world_size == 1 else f"{Path(self.filename).stem}.rank{trainer.global_rank}.csv"
         self.path = run_dir / name
         self.path.parent.mkdir(parents=True, exist_ok=True)

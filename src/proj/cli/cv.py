@@ -1,9 +1,11 @@
-"""`python -m proj cv --config <fit configs> --folds 5`: stratified k-fold cross-validation.
+"""`python -m proj cv`: stratified k-fold cross-validation, each fold a complete fit and test.
+
+    python -m proj cv --config configs/default.yaml --folds 5
 
 Each fold is a complete fit (then a test of its best checkpoint) with its own run directory,
-logs/<name>_cv/fold_<k>/; the test split of fold k is the k-th of `folds` stratified, disjoint parts of the
-data. The summary (each fold's test metrics, their mean and standard deviation) is printed and written to
-logs/<name>_cv/summary.json and summary.csv.
+logs/<name>_cv/fold_<k>/; the test split of fold k is the k-th of `folds` disjoint parts of the data
+(stratified for classification). logs/<name>_cv/ also holds config.yaml (the config every fold starts from)
+and the summary: each fold's test metrics, their mean and standard deviation, in summary.json and summary.csv.
 """
 
 from __future__ import annotations
@@ -14,27 +16,25 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from proj.cli.lightning_cli import lightning_main
-from proj.cli.options import take_options
+from proj.cli.lightning_cli import ToolCLI, lightning_main, run_tool
+from proj.cli.parser import UsageError
 
 
-def parse(args: list[str]) -> tuple[int, list[str]]:
-    options, rest = take_options(args, {"folds": 5})
-    folds = int(options["folds"])
+def cross_validate(cli: ToolCLI, folds: int = 5) -> dict[str, Any]:
+    """K-fold cross-validation: one fit and test per fold, then the mean and std of every test metric.
+
+    Args:
+        folds: the number of folds (at least 2).
+    """
     if folds < 2:
-        raise ValueError(f"--folds={folds}: cross-validation needs at least 2 folds")
-    return folds, rest
-
-
-def command(name: str, args: list[str]) -> dict[str, Any]:
-    folds, fit_args = parse(args)
-    base = lightning_main(fit_args, run=False)  # checks the config once, and names the run
-    run_name = f"{base.trainer.logger.name}_cv"
-    save_dir = Path(base.trainer.logger.save_dir)
+        raise UsageError(f"--folds={folds}: cross-validation needs at least 2 folds")
+    run_name = f"{cli.trainer.logger.name}_cv"
+    out = Path(cli.trainer.logger.save_dir) / run_name
+    base = cli.write_fit_config(out / "config.yaml")
     results = []
     for k in range(folds):
         fold = lightning_main([
-            "fit", *fit_args, f"--data.init_args.cv_folds={folds}", f"--data.init_args.cv_fold={k}",
+            "fit", "--config", str(base), f"--data.init_args.cv_folds={folds}", f"--data.init_args.cv_fold={k}",
             f"--trainer.logger.init_args.name={run_name}", f"--trainer.logger.init_args.version=fold_{k}",
             "--test_after_fit=true",
         ])  # fmt: skip
@@ -42,16 +42,7 @@ def command(name: str, args: list[str]) -> dict[str, Any]:
         results.append(metrics)
         print(f"fold {k}: " + ", ".join(f"{key} {v:.4f}" for key, v in sorted(metrics.items())))
     summary = summarise(results)
-    out = save_dir / run_name
-    (out / "summary.json").write_text(json.dumps({"folds": results, **summary}, indent=2))
-    with open(out / "summary.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        keys = sorted(summary["mean"])
-        writer.writerow(["fold", *keys])
-        for k, metrics in enumerate(results):
-            writer.writerow([k, *(metrics[key] for key in keys)])
-        writer.writerow(["mean", *(summary["mean"][key] for key in keys)])
-        writer.writerow(["std", *(summary["std"][key] for key in keys)])
+    write_summary(out, results, summary)
     for key in sorted(summary["mean"]):
         print(f"{key}: {summary['mean'][key]:.4f} +- {summary['std'][key]:.4f} over {folds} folds")
     print(f"summary: {out / 'summary.json'}, {out / 'summary.csv'}")
@@ -64,3 +55,19 @@ def summarise(results: list[dict[str, float]]) -> dict[str, dict[str, float]]:
         "mean": {k: statistics.mean(r[k] for r in results) for k in keys},
         "std": {k: statistics.stdev(r[k] for r in results) for k in keys},  # sample std over folds
     }
+
+
+def write_summary(out: Path, results: list[dict[str, float]], summary: dict[str, dict[str, float]]) -> None:
+    (out / "summary.json").write_text(json.dumps({"folds": results, **summary}, indent=2))
+    keys = sorted(summary["mean"])
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["fold", *keys])
+        for k, metrics in enumerate(results):
+            writer.writerow([k, *(metrics[key] for key in keys)])
+        writer.writerow(["mean", *(summary["mean"][key] for key in keys)])
+        writer.writerow(["std", *(summary["std"][key] for key in keys)])
+
+
+def command(name: str, args: list[str]) -> dict[str, Any]:
+    return run_tool(name, cross_validate, args)

@@ -14,33 +14,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from proj.callbacks.checkpointing import run_dir_of_checkpoint
-from proj.cli.lightning_cli import lightning_main
-from proj.cli.options import take_options
-from proj.deploy.export import FORMATS, TOLERANCE, deployable, export, measure, output_name, quantize, runner
+from proj.cli.lightning_cli import ToolCLI, run_tool
+from proj.cli.parser import UsageError
+from proj.deploy.export import TOLERANCE, deployable, export, measure, output_name, runner
+from proj.deploy.export import quantize as quantize_int8
 
 
-def parse(args: list[str]) -> tuple[dict[str, Any], list[str]]:
-    options, rest = take_options(args, {"format": "onnx", "quantize": None, "out": None, "ckpt_path": None})
-    if options["format"] not in FORMATS:
-        raise ValueError(f"--format {options['format']!r} is not supported: choose {' or '.join(FORMATS)}")
-    if options["quantize"] not in (None, "int8"):
-        raise ValueError(f"--quantize {options['quantize']!r} is not supported: choose int8 (or leave it out)")
-    if not options["ckpt_path"]:
-        raise ValueError("--ckpt_path is required: the checkpoint to export (e.g. <run>/checkpoints/last.ckpt)")
-    if not Path(options["ckpt_path"]).is_file():
-        raise FileNotFoundError(f"--ckpt_path {options['ckpt_path']} does not exist")
-    return options, rest
-
-
-def load(config_args: list[str], ckpt_path: str) -> tuple[Any, Any]:
+def load(cli: ToolCLI, ckpt_path: str) -> tuple[Any, Any]:
     """The model and data module of the config, with the checkpoint's weights and data statistics."""
-    cli = lightning_main([*config_args, "--test_after_fit=false"], run=False)
     model, dm = cli.model, cli.datamodule
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     try:
@@ -57,14 +44,30 @@ def load(config_args: list[str], ckpt_path: str) -> tuple[Any, Any]:
     return model.eval(), dm
 
 
-def command(name: str, args: list[str]) -> dict[str, Any]:
-    options, config_args = parse(args)
-    fmt, ckpt = options["format"], Path(options["ckpt_path"])
-    model, dm = load(config_args, str(ckpt))
+def export_run(
+    cli: ToolCLI,
+    format: Literal["onnx", "torchscript"] = "onnx",
+    quantize: Literal["int8"] | None = None,
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """Export the checkpoint given by --ckpt_path as a deployable model, checked against PyTorch.
+
+    Args:
+        format: onnx (checked with onnxruntime) or torchscript.
+        quantize: int8 adds a dynamically quantised copy, measured beside the fp32 one.
+        out: the folder to write into (default: <run>/export/).
+    """
+    ckpt_path = cli.config.get("ckpt_path")
+    if not ckpt_path:
+        raise UsageError("--ckpt_path is required: the checkpoint to export (e.g. <run>/checkpoints/last.ckpt)")
+    if not Path(ckpt_path).is_file():
+        raise UsageError(f"--ckpt_path {ckpt_path} does not exist")
+    fmt, ckpt = format, Path(ckpt_path)
+    model, dm = load(cli, str(ckpt))
     module = deployable(model, dm)
     x_test, y_test = (t.numpy() for t in dm.splits["test"].tensors)
     example = torch.from_numpy(x_test[:64])
-    out = Path(options["out"] or run_dir_of_checkpoint(ckpt) / "export")
+    out = Path(out or run_dir_of_checkpoint(ckpt) / "export")
     out.mkdir(parents=True, exist_ok=True)
     path = export(module, example, fmt, out / ("model.onnx" if fmt == "onnx" else "model.pt"))
 
@@ -84,8 +87,8 @@ def command(name: str, args: list[str]) -> dict[str, Any]:
     }
     report[f"{fmt} fp32"] = measure(run, path, x_test, y_test, model.task)
     files = {"model": str(path.resolve())}
-    if options["quantize"]:
-        qpath = quantize(fmt, module, example, path, out / (f"model.int8.{path.suffix[1:]}"))
+    if quantize:
+        qpath = quantize_int8(fmt, module, example, path, out / (f"model.int8.{path.suffix[1:]}"))
         report[f"{fmt} int8"] = measure(runner(qpath, fmt), qpath, x_test, y_test, model.task)
         files["model_int8"] = str(qpath.resolve())
     info = {
@@ -113,3 +116,7 @@ def command(name: str, args: list[str]) -> dict[str, Any]:
         value = f"{m[score]:.4f}" if score else ""
         print(f"{label:<16}{size:>10}{m['latency_ms_batch1']:>12.3f}{m['latency_ms_batch64']:>13.3f}{value:>15}")
     return info
+
+
+def command(name: str, args: list[str]) -> dict[str, Any]:
+    return run_tool(name, export_run, [*args, "--test_after_fit=false"])

@@ -4,9 +4,10 @@
     python -m proj batch_size_find --config configs/default.yaml
 
 lr_find sweeps the first stage's learning rate exponentially over a short run and writes, into the run
-directory of that sweep, lr_find.png (loss against lr, the suggestion marked) and lr_find.yaml, an override
-that sets the suggested lr: stack it last, `--config <run dir>/lr_find.yaml`. batch_size_find doubles the
-batch size until memory runs out (or the data ends) and writes batch_size.yaml the same way.
+directory of that sweep (`<run>/lr_find/` when given a run's config.yaml), lr_find.png (loss against lr, the
+suggestion marked) and lr_find.yaml, an override that sets the suggested lr: stack it last,
+`--config <dir>/lr_find.yaml`. batch_size_find doubles the batch size until memory runs out (or the data
+ends) and writes batch_size.yaml the same way.
 """
 
 from __future__ import annotations
@@ -19,28 +20,30 @@ import numpy as np
 import yaml
 from lightning.pytorch.tuner import Tuner
 
-from proj.cli.lightning_cli import lightning_main
-from proj.cli.options import take_options
-
-
-def options(args: list[str], defaults: dict[str, float]) -> tuple[dict[str, float], list[str]]:
-    values, rest = take_options(args, defaults)
-    return {k: float(v) for k, v in values.items()}, rest
+from proj.cli.lightning_cli import ToolCLI, run_tool
+from proj.cli.parser import UsageError
 
 
 def command(name: str, args: list[str]) -> dict[str, Any]:
-    return lr_find(args) if name == "lr_find" else batch_size_find(args)
+    return run_tool(name, lr_find if name == "lr_find" else batch_size_find, [*args, "--test_after_fit=false"])
 
 
-def lr_find(args: list[str]) -> dict[str, Any]:
-    opts, fit_args = options(args, {"min_lr": 1e-6, "max_lr": 1.0, "num_training": 100})
-    cli = lightning_main([*fit_args, "--test_after_fit=false"], run=False)
+def lr_find(cli: ToolCLI, min_lr: float = 1e-6, max_lr: float = 1.0, num_training: int = 100) -> dict[str, Any]:
+    """Sweep the first stage's lr exponentially over a short run; suggest the lr of the steepest loss descent.
+
+    Args:
+        min_lr: the lr the sweep starts at.
+        max_lr: the lr it ends at.
+        num_training: the optimizer steps of the sweep.
+    """
+    if not 0 < min_lr < max_lr:
+        raise UsageError(f"--min_lr={min_lr} --max_lr={max_lr}: need 0 < min_lr < max_lr")
     finder = Tuner(cli.trainer).lr_find(
         cli.model,
         datamodule=cli.datamodule,
-        min_lr=opts["min_lr"],
-        max_lr=opts["max_lr"],
-        num_training=int(opts["num_training"]),
+        min_lr=min_lr,
+        max_lr=max_lr,
+        num_training=num_training,
         update_attr=False,  # the lr lives in the optim stages, written out below
     )
     lrs, losses = np.array(finder.results["lr"]), np.array(finder.results["loss"])
@@ -68,7 +71,7 @@ def steepest_descent(lrs: np.ndarray, losses: np.ndarray, skip: float = 0.2) -> 
     lrs, losses = lrs[finite], losses[finite]
     start = int(len(lrs) * skip)
     if len(lrs) - start < 3:
-        raise RuntimeError("lr_find recorded too few finite losses; raise --num_training or lower --max_lr")
+        raise UsageError("lr_find recorded too few finite losses: raise --num_training or lower --max_lr")
     slope = np.gradient(losses[start:], np.log10(lrs[start:]))
     return float(lrs[start + int(np.argmin(slope))])
 
@@ -85,15 +88,17 @@ def plot(lrs: np.ndarray, losses: np.ndarray, suggestion: float, path: Path) -> 
     figure.savefig(path, dpi=100, bbox_inches="tight")
 
 
-def batch_size_find(args: list[str]) -> dict[str, Any]:
-    opts, fit_args = options(args, {"init_val": 16, "max_trials": 8})
-    cli = lightning_main([*fit_args, "--test_after_fit=false"], run=False)
+def batch_size_find(cli: ToolCLI, init_val: int = 16, max_trials: int = 8) -> dict[str, Any]:
+    """Double the batch size until memory runs out (or the data ends); write the largest that fits.
+
+    Args:
+        init_val: the batch size to start from.
+        max_trials: how many doublings to try at most.
+    """
+    if init_val < 1 or max_trials < 1:
+        raise UsageError(f"--init_val={init_val} --max_trials={max_trials}: both must be at least 1")
     size = Tuner(cli.trainer).scale_batch_size(
-        cli.model,
-        datamodule=cli.datamodule,
-        mode="power",
-        init_val=int(opts["init_val"]),
-        max_trials=int(opts["max_trials"]),
+        cli.model, datamodule=cli.datamodule, mode="power", init_val=init_val, max_trials=max_trials
     )
     out = Path(cli.trainer.log_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,10 @@
 """`python -m proj new ../mynet --name mynet`: copy the template into a new project, renamed.
 
 The package (src/proj -> src/mynet), its imports, every class_path in configs, pyproject's name, tests,
-notebooks, scripts and docs are renamed; logs, virtual environments, caches, checkpoints and git history
-are left out. The result is a working project: its own `make test` passes.
+notebooks, scripts and docs are renamed. Only the template's own files are copied: the files git tracks when
+the template is a git checkout, else the listed parts of a project (TEMPLATE_PARTS) without anything a run, a
+build or an editor produced. Logs, virtual environments, caches, checkpoints, data and scratch files stay
+behind. The result is a working project, whose own `new` makes the next one.
 """
 
 from __future__ import annotations
@@ -11,56 +13,70 @@ import importlib.util
 import keyword
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
-from proj.cli.options import take_options
+from proj.cli.parser import UsageError, run_function
 
-# Left out of the copy: anything a run, a build or an editor produced.
-SKIP_DIRS = {".git", ".venv", "venv", "logs", "lightning_logs", "__pycache__", ".pytest_cache", ".ruff_cache",
-             ".ipynb_checkpoints", "build", "dist", ".whl", ".gl"}  # fmt: skip
-SKIP_TOP_LEVEL = {"data"}  # the user's datasets, not the template's src/proj/data package
-SKIP_SUFFIXES = (".ckpt", ".pyc", ".egg-info", ".onnx", ".pt")
+PACKAGE = __name__.split(".")[0]  # this package's own name: the template's, or the one a copy of it was given
+# Outside git: what a project made by `new` consists of, at its top level.
+TEMPLATE_PARTS = ("pyproject.toml", "constraints.txt", "Makefile", "README.md", ".gitignore", ".ci", "configs",
+                  "src", "tests", "notebooks", "scripts", "benchmarks")  # fmt: skip
+SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints", "logs", "lightning_logs"}
+SKIP_SUFFIXES = (".ckpt", ".pyc", ".onnx", ".pt", ".egg-info")
 TEXT_SUFFIXES = {".py", ".yaml", ".yml", ".toml", ".md", ".txt", ".ipynb", ".cfg", ".sh", ".sbatch", ".json", ""}
 
 
 def template_root() -> Path:
     root = Path(__file__).resolve().parents[3]
     if not (root / "pyproject.toml").is_file() or not (root / "configs").is_dir():
-        raise RuntimeError(f"{root} is not a checkout of the template: run `proj new` from a clone of it")
+        raise UsageError(f"{root} is not a checkout of the template: run `new` from a clone of it")
     return root
 
 
 def check_name(name: str) -> None:
     if not name.isidentifier() or keyword.iskeyword(name):
-        raise ValueError(
+        raise UsageError(
             f"--name {name!r} is not a valid Python package name: use letters, digits and _, not starting with a digit"
         )
     if name != name.lower():
-        raise ValueError(
+        raise UsageError(
             f"--name {name!r}: Python package names are lower case by convention (PEP 8): use {name.lower()!r}"
         )
-    if name != "proj" and importlib.util.find_spec(name) is not None:
-        raise ValueError(f"--name {name!r} is already an importable package here: the project would shadow it")
+    if name != PACKAGE and importlib.util.find_spec(name) is not None:
+        raise UsageError(f"--name {name!r} is already an importable package here: the project would shadow it")
 
 
-def skipped(path: Path) -> bool:
-    if path.parts[0] in SKIP_TOP_LEVEL or path.suffix in SKIP_SUFFIXES:
-        return True
-    return any(part in SKIP_DIRS or part.endswith(".egg-info") for part in path.parts)
+def template_files(root: Path) -> list[Path]:
+    """The template's own files, relative to its root."""
+    if (root / ".git").exists() and shutil.which("git"):
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, text=True, check=True)
+        return sorted(Path(p) for p in listed.stdout.split("\0") if p and (root / p).is_file())
+    files = []
+    for part in TEMPLATE_PARTS:
+        path = root / part
+        candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        files += [p.relative_to(root) for p in candidates if not produced(p.relative_to(root))]
+    return files
+
+
+def produced(relative: Path) -> bool:
+    """Whether a file was made by a run, a build or an editor rather than written as part of the template."""
+    return relative.suffix in SKIP_SUFFIXES or any(
+        part in SKIP_DIRS or part.endswith(".egg-info") for part in relative.parts
+    )
 
 
 def new_project(destination: Path, name: str) -> list[Path]:
     check_name(name)
     if destination.exists() and any(destination.iterdir()):
-        raise FileExistsError(f"{destination} exists and is not empty: choose a new folder")
+        raise UsageError(f"{destination} exists and is not empty: choose a new folder")
     root = template_root()
-    pattern = re.compile(r"\bproj\b")
+    pattern = re.compile(rf"\b{PACKAGE}\b")
     written = []
-    for source in sorted(root.rglob("*")):
-        relative = source.relative_to(root)
-        if source.is_dir() or skipped(relative):
-            continue
-        target = destination / Path(*(name if part == "proj" else part for part in relative.parts))
+    for relative in template_files(root):
+        source = root / relative
+        target = destination / Path(*(name if part == PACKAGE else part for part in relative.parts))
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.suffix in TEXT_SUFFIXES or source.name in ("Makefile", "run"):
             try:
@@ -76,16 +92,20 @@ def new_project(destination: Path, name: str) -> list[Path]:
     return written
 
 
-def command(name: str, args: list[str]) -> list[Path]:
-    options, rest = take_options(args, {"name": None})
-    package = options["name"]
-    folders = [a for a in rest if not a.startswith("-")]
-    destination = Path(folders[-1]) if folders else None
-    if destination is None:
-        raise ValueError("usage: python -m proj new <folder> [--name <package>]")
-    package = package or destination.resolve().name.replace("-", "_")
-    files = new_project(destination, package)
-    print(f"created {destination} ({len(files)} files), package {package!r}. Start with:")
-    print(f"  cd {destination} && make fit    # set up .venv, train the default config, test it")
+def new(folder: Path, name: str | None = None) -> list[Path]:
+    """Copy the template into a new project folder, with the package and every reference to it renamed.
+
+    Args:
+        folder: the new project's folder (must not exist, or be empty).
+        name: the Python package name (default: the folder's name, with - as _).
+    """
+    package = name or Path(folder).resolve().name.replace("-", "_")
+    files = new_project(Path(folder), package)
+    print(f"created {folder} ({len(files)} files), package {package!r}. Start with:")
+    print(f"  cd {folder} && make fit    # set up .venv, train the default config, test it")
     print("  make test                       # the test suite")
     return files
+
+
+def command(name: str, args: list[str]) -> list[Path]:
+    return run_function(name, new, args)

@@ -16,8 +16,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
-from proj.cli.lightning_cli import run_fit
-from proj.cli.options import take_options
+from proj.cli.lightning_cli import ToolCLI, run_tool
 
 
 class NoTraining(Callback):
@@ -53,21 +52,25 @@ class NoTraining(Callback):
             config.strict = False  # a plateau scheduler finds no val metric here: skip it, do not fail
 
 
-def simulate(config_args: list[str]) -> NoTraining:
+# Keep the schedule, drop everything that computes or writes: no validation, logger, callbacks or checkpoints.
+PREVIEW = [
+    "--trainer.limit_val_batches=0",
+    "--trainer.num_sanity_val_steps=0",
+    "--trainer.logger=false",
+    "--trainer.callbacks=[]",
+    "--trainer.enable_checkpointing=false",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--test_after_fit=false",
+]
+
+
+def simulate(cli: ToolCLI) -> NoTraining:
     recorder = NoTraining()
-    args = [
-        *config_args,
-        "--trainer.limit_val_batches=0",
-        "--trainer.num_sanity_val_steps=0",
-        "--trainer.logger=false",
-        "--trainer.callbacks=[]",
-        "--trainer.enable_checkpointing=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-    ]
+    cli.trainer.callbacks.append(recorder)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(ReduceLROnPlateau|lr_scheduler.step|optimizer.step).*")
-        run_fit(args, [recorder])
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return recorder
 
 
@@ -90,12 +93,20 @@ def plot(recorder: NoTraining, path: Path, title: str) -> Path:
     return path
 
 
-def command(name: str, args: list[str]) -> dict[str, Any]:
-    options, rest = take_options(args, {"out": "lr_schedule.png"})
-    out = Path(options["out"])
-    recorder = simulate(rest)
-    configs = [Path(a).stem for a in rest if a.endswith(".yaml")]
+def preview(cli: ToolCLI, out: Path = Path("lr_schedule.png")) -> dict[str, Any]:
+    """Draw the learning rate at every optimizer step of the run, before training: the real configure_optimizers
+    and Trainer loop with the optimizer step replaced by a no-op. It writes nothing but the figure.
+
+    Args:
+        out: where to write the figure (png, pdf or svg).
+    """
+    recorder = simulate(cli)
+    configs = [Path(str(p)).stem for p in cli.config.get("config") or []]
     plot(recorder, out, "lr schedule: " + " + ".join(configs))
     first = [next(iter(lrs.values())) for lrs in recorder.lrs]
     print(f"{len(first)} optimizer steps, lr from {first[0]:.3g} (peak {max(first):.3g}) to {first[-1]:.3g}: {out}")
     return {"lrs": first, "plot": out, "epochs": recorder.epochs}
+
+
+def command(name: str, args: list[str]) -> dict[str, Any]:
+    return run_tool(name, preview, [*args, *PREVIEW])

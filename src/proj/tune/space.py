@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import copy
 import difflib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from proj.optim.classes import check_keys
-
 
 @dataclass
 class Param:
-    key: str
+    """One dimension of the search: a distribution over the values of one dotted config key."""
+
     type: Literal["float", "int", "categorical"]
     low: float | None = None
     high: float | None = None
@@ -35,6 +34,7 @@ class Param:
     step: float | None = None
     choices: list[Any] | None = None
     grid: list[Any] | None = None  # the values a grid search visits (float / int parameters)
+    key: str = ""  # the dotted config key: the mapping's key in `space`, filled in by check_search
 
     def grid_values(self) -> list[Any]:
         return list(self.choices if self.type == "categorical" else self.grid or [])
@@ -42,6 +42,8 @@ class Param:
 
 @dataclass
 class RayOptions:
+    """Ray Tune's own settings (backend: ray): the cluster, resources per trial, ASHA's early stopping."""
+
     address: str | None = None  # None: start a local Ray cluster; "auto" or ray://host:port: join one
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -51,6 +53,13 @@ class RayOptions:
 
 @dataclass
 class SearchConfig:
+    """The `tune:` block: what to search (space), how (backend, sampler, pruner), for how long, judged by what.
+
+    space: dotted keys of the resolved fit config (see --print_config; list items by index) mapped to
+        distributions, e.g. {model.init_args.optim.stages.0.optimizer.init_args.lr: {type: float, low: 1.0e-4,
+        high: 1.0e-2, log: true}}.
+    """
+
     space: dict[str, Param]
     metric: str = "val/acc"
     direction: Literal["maximize", "minimize"] = "maximize"
@@ -70,46 +79,32 @@ class SearchConfig:
         return Path("logs") / self.study_name
 
 
-def parse_search(block: dict[str, Any]) -> SearchConfig:
-    where = "tune"
-    known = [f.name for f in fields(SearchConfig)]
-    check_keys(block, known, where)
-    if not block.get("space"):
+def check_search(config: SearchConfig) -> SearchConfig:
+    """What the types alone do not say: a non-empty space, valid ranges, grid values for a grid search."""
+    if not config.space:
         raise ValueError("tune.space is empty: map dotted config keys to distributions")
-    space = {key: parse_param(key, spec) for key, spec in block["space"].items()}
-    ray = RayOptions(**block.get("ray") or {})
-    config = SearchConfig(**{**block, "space": space, "ray": ray})
-    choices = {"direction": ("maximize", "minimize"), "backend": ("optuna", "ray"),
-               "sampler": ("tpe", "random", "grid", "cmaes"), "pruner": ("median", "hyperband", "none")}  # fmt: skip
-    for name, allowed in choices.items():
-        if getattr(config, name) not in allowed:
-            raise ValueError(f"tune.{name}={getattr(config, name)!r}: expected one of {', '.join(allowed)}")
+    for key, p in config.space.items():
+        p.key = key
+        check_param(p)
     if config.sampler == "grid":
-        for p in space.values():
+        for p in config.space.values():
             if not p.grid_values():
                 raise ValueError(f"tune.space.{p.key}: a grid search needs `choices` or `grid` values for every key")
     return config
 
 
-def parse_param(key: str, spec: Any) -> Param:
-    where = f"tune.space.{key}"
-    if not isinstance(spec, dict):
-        raise ValueError(f"{where}: expected a mapping such as {{type: float, low: 1.0e-4, high: 1.0e-2, log: true}}")
-    check_keys(spec, [f.name for f in fields(Param) if f.name != "key"], where)
-    p = Param(key=key, **spec)
-    if p.type not in ("float", "int", "categorical"):
-        raise ValueError(f"{where}.type={p.type!r}: expected float, int or categorical")
+def check_param(p: Param) -> None:
+    where = f"tune.space.{p.key}"
     if p.type == "categorical":
         if not p.choices:
             raise ValueError(f"{where}: a categorical distribution needs a non-empty `choices` list")
-        return p
+        return
     if p.low is None or p.high is None or not p.low < p.high:
         raise ValueError(f"{where}: needs low < high; got low={p.low}, high={p.high}")
     if p.log and p.low <= 0:
         raise ValueError(f"{where}: a log distribution needs low > 0; got low={p.low}")
     if p.log and p.step is not None:
         raise ValueError(f"{where}: `step` and `log` cannot be combined")
-    return p
 
 
 # --- dotted keys in a nested config -----------------------------------------------------------------------

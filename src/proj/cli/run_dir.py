@@ -1,0 +1,75 @@
+"""The run-directory rules: one `logs/<name>/version_<n>/` per training run, and everything done later with
+that run (resume, validate, test, predict, lr_find, export) lands inside it.
+
+- `--resume RUN_DIR` reads the run's config.yaml (like `--config`, so later options still win), its last.ckpt,
+  and logs into the same directory and TensorBoard version.
+- validate / test / predict on a checkpoint of a run log into `RUN_DIR/<subcommand>/`, not into a new,
+  empty version that TensorBoard would list as a run.
+"""
+
+from __future__ import annotations
+
+from argparse import Action
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ActionConfigFile
+
+from proj.callbacks.checkpointing import run_dir_of_checkpoint
+
+LAST = Path("checkpoints") / "last.ckpt"
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.yaml").is_file() and (path / "checkpoints").is_dir()
+
+
+class ResumeRun(Action):
+    """`--resume RUN_DIR`: continue that run from its last.ckpt, into that directory."""
+
+    def __call__(self, parser: Any, cfg: Any, values: Any, option_string: str | None = None) -> None:
+        run_dir = Path(values)
+        for path in (run_dir / "config.yaml", run_dir / LAST):
+            if not path.is_file():
+                parser.error(f"--resume {values}: {path} does not exist; give a run directory logs/<name>/version_<n>")
+        ActionConfigFile.apply_config(parser, cfg, "config", str(run_dir / "config.yaml"))
+        cfg["ckpt_path"] = str(run_dir / LAST)
+        log_into(cfg, save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name)
+        cfg[self.dest] = str(run_dir)
+
+
+def log_into(cfg: Any, save_dir: Path, name: str, version: str) -> None:
+    """Point the config's logger (a single one with save_dir / name / version, as the presets have) at a place."""
+    logger = cfg.get("trainer.logger") if "trainer" in cfg else None
+    init_args = getattr(logger, "init_args", None)
+    if init_args is None or "save_dir" not in init_args:
+        return  # no logger, several loggers, or one without a directory: nothing to point
+    init_args["save_dir"] = str(save_dir)
+    if "name" in init_args:
+        init_args["name"] = name
+    if "version" in init_args:
+        init_args["version"] = version
+
+
+def log_into_run_of_checkpoint(cfg: Any, subcommand: str) -> Path | None:
+    """validate / test / predict with a checkpoint of a run: log into RUN_DIR/<subcommand>/; the run or None."""
+    ckpt = cfg.get("ckpt_path")
+    if not ckpt or ckpt in ("best", "last", "hpc") or not Path(ckpt).is_file():
+        return None
+    run_dir = run_dir_of_checkpoint(ckpt)
+    if not is_run_dir(run_dir):
+        return None
+    log_into(cfg, save_dir=run_dir, name=subcommand, version="")
+    return run_dir
+
+
+def run_of_config(cfg: Any) -> Path | None:
+    """The run a subcommand works on: the run of its --ckpt_path, else the run whose config.yaml it was given."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt and is_run_dir(run_dir_of_checkpoint(ckpt)):
+        return run_dir_of_checkpoint(ckpt)
+    for path in reversed(cfg.get("config") or []):
+        folder = Path(str(path)).parent
+        if Path(str(path)).name == "config.yaml" and is_run_dir(folder):
+            return folder
+    return None
