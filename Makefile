@@ -19,7 +19,7 @@ fit: setup
 	$(BIN)/python -m proj fit --config $(CONFIG)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

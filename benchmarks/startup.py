@@ -42,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    for command in COMMANDS.values():
+    for command in COMMANDS.values() if args.repeats > 1 else ():  # one repeat: a smoke run, not a measure
         seconds(command)()  # warm-up: the file system cache, .pyc files
     samples = interleave({name: seconds(command) for name, command in COMMANDS.items()}, args.repeats)
     print(f"fresh processes, {args.repeats} repeats")

@@ -44,6 +44,7 @@ def top_level_help() -> str:
     return done.stdout
 
 
+@pytest.mark.slow  # a real process, or real fits
 def test_top_level_help_lists_every_subcommand_on_one_line_each(top_level_help):
     for name in SUBCOMMANDS:
         assert re.search(rf"^\s+{name}\s+\S.*$", top_level_help, re.M), f"{name} missing from:\n{top_level_help}"
@@ -80,6 +81,7 @@ def test_an_unknown_subcommand_is_one_line_listing_the_real_ones(capsys):
     assert "'fitt'" in error and all(name in error for name in SUBCOMMANDS)
 
 
+@pytest.mark.slow  # a real process, or real fits
 def test_commands_leave_no_stray_files_and_print_no_lightning_args_warning(in_tmp, tmp_path_factory, monkeypatch):
     temp = tmp_path_factory.mktemp("tempdir")  # the system's temporary folder, for this test alone
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
@@ -101,6 +103,7 @@ def test_commands_leave_no_stray_files_and_print_no_lightning_args_warning(in_tm
     assert (run / "predict" / "predictions.csv").is_file() and (run / "lr_find" / "lr_find.yaml").is_file()
 
 
+@pytest.mark.slow  # a real process, or real fits
 def test_readme_command_reference_matches_the_real_commands(top_level_help):
     readme = README_PATH.read_text()
     reference = readme[readme.index("### Command reference") :]
@@ -111,3 +114,16 @@ def test_readme_command_reference_matches_the_real_commands(top_level_help):
         row = next(line for line in reference.splitlines() if re.match(rf"\| [^|]*`{name}`", line))
         for option in OWN_OPTIONS[name]:
             assert f"`{option}" in row, f"README's row for {name} lacks {option}"
+
+
+@pytest.mark.slow  # a real process, or real fits
+def test_a_resumed_runs_config_still_tests_and_starts_new_runs(in_tmp):
+    cli("fit", "--config", DEFAULT, *QUICK, "--test_after_fit=false")
+    run = in_tmp / "logs" / "default" / "version_0"
+    cli("fit", "--resume", str(run), "--trainer.max_epochs=3", "--test_after_fit=false")
+    saved = (run / "config.yaml").read_text()
+    assert "max_epochs: 3" in saved and "resume: null" in saved and "ckpt_path: null" in saved
+    tested = cli("test", "--config", str(run / "config.yaml"), f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    assert "test/acc" in tested.trainer.callback_metrics and (run / "test").is_dir()
+    cli("fit", "--config", str(run / "config.yaml"), "--trainer.max_epochs=1", "--test_after_fit=false")
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0", "version_1"]  # a new run, not a resume

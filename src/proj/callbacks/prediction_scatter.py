@@ -12,6 +12,7 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics import CatMetric
 
 from proj.callbacks.loggers import tensorboard
 
@@ -20,7 +21,8 @@ class PredictionScatter(Callback):
     def __init__(self, every_n_epochs: int = 10, max_points: int = 2000) -> None:
         self.every_n_epochs, self.max_points = every_n_epochs, max_points
         self.active = True
-        self.points: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # CatMetric: the epoch's points gathered from every rank under DDP, as the metrics are
+        self.preds, self.targets = CatMetric(), CatMetric()
         self.undrawn: tuple[torch.Tensor, torch.Tensor, int, int] | None = None  # (pred, true, epoch, step)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -29,18 +31,20 @@ class PredictionScatter(Callback):
             rank_zero_info(f"PredictionScatter: skipped, the model's task is {getattr(pl_module, 'task', None)!r}")
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.points = []
+        self.preds, self.targets = self.preds.to(pl_module.device), self.targets.to(pl_module.device)
+        self.preds.reset()
+        self.targets.reset()
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        kept = sum(len(p) for p, _ in self.points)
-        if self.active and isinstance(outputs, dict) and "preds" in outputs and kept < self.max_points:
-            self.points.append((outputs["preds"].detach().float().cpu(), outputs["target"].detach().float().cpu()))
+        if self.active and isinstance(outputs, dict) and "preds" in outputs:
+            self.preds.update(outputs["preds"][:, 0].float())  # the first target
+            self.targets.update(outputs["target"].reshape(len(outputs["target"]), -1)[:, 0].float())
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not self.active or not self.points:
+        if trainer.sanity_checking or not self.active or not self.preds.update_called:
             return
-        pred, true = (torch.cat(t) for t in zip(*self.points, strict=True))
-        self.undrawn = (pred, true, trainer.current_epoch, trainer.global_step)
+        pred, true = self.preds.compute().cpu(), self.targets.compute().cpu()  # on every rank: a collective
+        self.undrawn = (pred[: self.max_points], true[: self.max_points], trainer.current_epoch, trainer.global_step)
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self.draw(trainer)
 
@@ -56,7 +60,6 @@ class PredictionScatter(Callback):
 
         figure = Figure(figsize=(4.5, 4.5))
         ax = figure.subplots()
-        pred, true = pred.reshape(len(pred), -1)[:, 0], true.reshape(len(true), -1)[:, 0]  # the first target
         ax.scatter(true.numpy(), pred.numpy(), s=8, alpha=0.6)
         low, high = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
         ax.plot([low, high], [low, high], color="grey", linewidth=0.8)

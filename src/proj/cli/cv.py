@@ -28,14 +28,18 @@ def cross_validate(cli: ToolCLI, folds: int = 5) -> dict[str, Any]:
     """
     if folds < 2:
         raise UsageError(f"--folds={folds}: cross-validation needs at least 2 folds")
-    run_name = f"{cli.trainer.logger.name}_cv"
-    out = Path(cli.trainer.logger.save_dir) / run_name
+    if cli.run_dir is not None:  # on a run's config.yaml: into <run>/cv/
+        save_dir, run_name = cli.run_dir, "cv"
+    else:
+        save_dir, run_name = Path(cli.trainer.logger.save_dir), f"{cli.trainer.logger.name}_cv"
+    out = save_dir / run_name
     base = cli.write_fit_config(out / "config.yaml")
     results = []
     for k in range(folds):
         fold = lightning_main([
             "fit", "--config", str(base), f"--data.init_args.cv_folds={folds}", f"--data.init_args.cv_fold={k}",
-            f"--trainer.logger.init_args.name={run_name}", f"--trainer.logger.init_args.version=fold_{k}",
+            f"--trainer.logger.init_args.save_dir={save_dir}", f"--trainer.logger.init_args.name={run_name}",
+            f"--trainer.logger.init_args.version=fold_{k}",
             "--test_after_fit=true",
         ])  # fmt: skip
         metrics = {key: float(v) for key, v in fold.trainer.callback_metrics.items() if key.startswith("test/")}

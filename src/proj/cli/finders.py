@@ -53,6 +53,8 @@ def lr_find(cli: ToolCLI, min_lr: float = 1e-6, max_lr: float = 1.0, num_trainin
     plot(lrs, losses, suggestion, out / "lr_find.png")
     # Stages are replaced whole when stacked (see proj/optim/config.py): write the full list with the new lr.
     stages = copy.deepcopy(cli.model.optim.stages) or [{"optimizer": {"class_path": "torch.optim.AdamW"}}]
+    if isinstance(stages[0]["optimizer"], str):  # `optimizer: torch.optim.SGD`, a class_path alone
+        stages[0]["optimizer"] = {"class_path": stages[0]["optimizer"]}
     stages[0]["optimizer"].setdefault("init_args", {})["lr"] = float(suggestion)
     override = {"model": {"init_args": {"optim": {"stages": stages}}}}
     (out / "lr_find.yaml").write_text(yaml.safe_dump(override, sort_keys=False))

@@ -22,7 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
 from proj.cli.parser import ProjArgumentParser, UsageError, exit_with_usage_error
-from proj.cli.run_dir import ResumeRun, log_into, log_into_run_of_checkpoint, run_of_config
+from proj.cli.run_dir import ResumeRun, SaveRunConfig, log_into, log_into_run_of_checkpoint, run_of_config
 from proj.optim import OptimConfig, parse_stages
 
 # (data module attribute, model argument): what every task module learns from the data. The same three for
@@ -98,13 +98,6 @@ class ProjCLI(LightningCLI):
         finally:
             torch.load = load
 
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        super().parse_arguments(parser, args)
-        subcommand = self.config.get("subcommand")
-        config = self.config[subcommand] if subcommand else self.config
-        if config.get("resume") and subcommand != "fit":
-            parser.error(f"--resume continues a training run: use it with fit, not {subcommand}")
-
     def after_fit(self) -> None:
         if not self.config_init[self.subcommand].get("test_after_fit", True):
             return
@@ -139,6 +132,7 @@ def cli_kwargs() -> dict[str, Any]:
         # The config is written into the run directory, logs/<name>/version_<n>/config.yaml. A new run gets
         # a new version; overwrite only matters when a run is resumed into its own directory.
         "save_config_kwargs": {"overwrite": True},
+        "save_config_callback": SaveRunConfig,
     }
 
 

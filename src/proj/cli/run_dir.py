@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import ActionConfigFile
+from lightning.pytorch.cli import SaveConfigCallback
 
 from proj.callbacks.checkpointing import run_dir_of_checkpoint
 
@@ -73,3 +74,18 @@ def run_of_config(cfg: Any) -> Path | None:
         if Path(str(path)).name == "config.yaml" and is_run_dir(folder):
             return folder
     return None
+
+
+class SaveRunConfig(SaveConfigCallback):
+    """The run's config.yaml as a new run would write it: what `--resume` added (resume, the checkpoint, the
+    logger's version) is left out, so `fit --config RUN/config.yaml` starts a new run from the same settings and
+    `test --config RUN/config.yaml` parses it, while `--resume RUN` adds them back."""
+
+    def __init__(self, parser: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+        if config.get("resume"):
+            config = config.clone()
+            config["resume"], config["ckpt_path"] = None, None
+            init_args = getattr(config.get("trainer.logger"), "init_args", None)
+            if init_args is not None and "version" in init_args:
+                init_args["version"] = None
+        super().__init__(parser, config, *args, **kwargs)
