@@ -21,8 +21,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
-from proj.cli.parser import ProjArgumentParser, UsageError, exit_with_usage_error
-from proj.cli.run_dir import ResumeRun, SaveRunConfig, log_into, log_into_run_of_checkpoint, run_of_config
+from proj.cli.parser import ProjArgumentParser, UsageError, exit_with_usage_error, summary
+from proj.cli.run_dir import ResumeRun, SaveRunConfig, log_into, run_of_checkpoint, run_of_config
 from proj.optim import OptimConfig, parse_stages
 
 # (data module attribute, model argument): what every task module learns from the data. The same three for
@@ -73,8 +73,9 @@ class ProjCLI(LightningCLI):
         if config.get("weights_only", False) is None:
             config.weights_only = True  # never unpickle arbitrary objects from a checkpoint unless told to
         drop_progress_bar_if_disabled(config)
-        if self.subcommand in ("validate", "test", "predict"):
-            log_into_run_of_checkpoint(config, self.subcommand)  # into <run>/<subcommand>/, not a new version
+        run_dir = run_of_checkpoint(config) if self.subcommand in ("validate", "test", "predict") else None
+        if run_dir is not None:  # into <run>/<subcommand>/, not a new version
+            log_into(config, save_dir=run_dir, name=self.subcommand, version="")
         optim = config.get("model", {}).get("init_args", {}).get("optim")
         if optim is not None:
             try:
@@ -172,10 +173,7 @@ class ToolCLI(ProjCLI):
         self.run_dir: Path | None = None  # the run this subcommand works on, if it was given one
         parser_kwargs = {"prog": f"python -m proj {name}", "description": summary(entry)}
         kwargs = {**cli_kwargs(), "save_config_callback": None, "parser_kwargs": parser_kwargs}
-        try:
-            super().__init__(args=args, run=False, **kwargs)
-        except pickle.UnpicklingError as err:
-            raise SystemExit(refused_checkpoint(err)) from err
+        super().__init__(args=args, run=False, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
@@ -205,11 +203,6 @@ class ToolCLI(ProjCLI):
         """The values of the entry function's own options, by parameter name."""
         names = [n for n in inspect.signature(self.entry).parameters if n != "cli"]
         return {n: self.config_init.get(n) for n in names}
-
-
-def summary(entry: Callable[..., Any]) -> str:
-    """The entry function's docstring without its Args section (--help lists the options on their own)."""
-    return (inspect.getdoc(entry) or "").split("\nArgs:")[0].strip()
 
 
 def run_tool(name: str, entry: Callable[..., Any], args: list[str]) -> Any:

@@ -52,10 +52,15 @@ class ProjArgumentParser(LightningArgumentParser):
         exit_with_usage_error(parser.prog.replace(" [options]", ""), message)
 
 
+def summary(entry: Callable[..., Any]) -> str:
+    """A subcommand's description for --help: its entry function's docstring without the Args section, which
+    --help lists option by option."""
+    return (inspect.getdoc(entry) or "").split("\nArgs:")[0].strip()
+
+
 def run_function(name: str, entry: Callable[..., Any], args: list[str]) -> Any:
     """A subcommand that needs no fit config: its options are the entry function's typed signature."""
-    description = (inspect.getdoc(entry) or "").split("\nArgs:")[0].strip()
-    parser = ProjArgumentParser(prog=f"python -m proj {name}", description=description)
+    parser = ProjArgumentParser(prog=f"python -m proj {name}", description=summary(entry))
     parser.add_function_arguments(entry, as_positional=True)
     config = parser.parse_args(args)
     try:

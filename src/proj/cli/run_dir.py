@@ -3,8 +3,8 @@ that run (resume, validate, test, predict, lr_find, export) lands inside it.
 
 - `--resume RUN_DIR` reads the run's config.yaml (like `--config`, so later options still win), its last.ckpt,
   and logs into the same directory and TensorBoard version.
-- validate / test / predict on a checkpoint of a run log into `RUN_DIR/<subcommand>/`, not into a new,
-  empty version that TensorBoard would list as a run.
+- validate / test / predict on a checkpoint of a run (and the template's subcommands on its checkpoint or its
+  config.yaml) log into `RUN_DIR/<subcommand>/`, not into a new, empty version that TensorBoard would list.
 """
 
 from __future__ import annotations
@@ -52,23 +52,20 @@ def log_into(cfg: Any, save_dir: Path, name: str, version: str) -> None:
         init_args["version"] = version
 
 
-def log_into_run_of_checkpoint(cfg: Any, subcommand: str) -> Path | None:
-    """validate / test / predict with a checkpoint of a run: log into RUN_DIR/<subcommand>/; the run or None."""
+def run_of_checkpoint(cfg: Any) -> Path | None:
+    """The run whose checkpoint --ckpt_path names (logs/<name>/version_<n>/checkpoints/x.ckpt), or None."""
     ckpt = cfg.get("ckpt_path")
-    if not ckpt or ckpt in ("best", "last", "hpc") or not Path(ckpt).is_file():
+    if not ckpt or not Path(ckpt).is_file():  # also Lightning's "best" / "last" / "hpc"
         return None
     run_dir = run_dir_of_checkpoint(ckpt)
-    if not is_run_dir(run_dir):
-        return None
-    log_into(cfg, save_dir=run_dir, name=subcommand, version="")
-    return run_dir
+    return run_dir if is_run_dir(run_dir) else None
 
 
 def run_of_config(cfg: Any) -> Path | None:
     """The run a subcommand works on: the run of its --ckpt_path, else the run whose config.yaml it was given."""
-    ckpt = cfg.get("ckpt_path")
-    if ckpt and is_run_dir(run_dir_of_checkpoint(ckpt)):
-        return run_dir_of_checkpoint(ckpt)
+    run_dir = run_of_checkpoint(cfg)
+    if run_dir is not None:
+        return run_dir
     for path in reversed(cfg.get("config") or []):
         folder = Path(str(path)).parent
         if Path(str(path)).name == "config.yaml" and is_run_dir(folder):
