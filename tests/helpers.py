@@ -1,24 +1,67 @@
-"""Callbacks that tests put into real `python -m proj` processes (PYTHONPATH=tests), by class_path."""
+"""Callbacks that tests put into real `python -m proj` processes (PYTHONPATH=tests), by class_path, and the short
+augmented run that the kill, preemption and fault-injection checks interrupt."""
 
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from proj.callbacks import AtomicCheckpointIO
+
+ROOT = Path(__file__).resolve().parents[1]
+# Dropout, augmentation and MixUp all draw random numbers: a resume that lost or shifted any of them would diverge.
+RUN = [
+    "fit",
+    "--config",
+    str(ROOT / "configs" / "default.yaml"),
+    "--config",
+    str(ROOT / "configs" / "experiment" / "digits_augmented.yaml"),
+    "--trainer.max_epochs=3",
+    "--trainer.limit_train_batches=6",
+    "--trainer.limit_val_batches=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--test_after_fit=false",
+]
+RUN_DIR = Path("logs/digits_augmented/version_0")
+
+
+def proj(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m proj ARGS` in a real process inside `cwd`, which can load these callbacks."""
+    path = os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, **(env or {}), "PYTHONPATH": path}
+    return subprocess.run([sys.executable, "-m", "proj", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
 class KillAt(Callback):
-    """Send `signal` to this process at (epoch, batch) of training, once: a marker file remembers it."""
+    """Send `signal` to this process at (epoch, batch) of training, once: a marker file remembers it.
+    With `rank`, only that rank's process is signalled (a scheduler that tells one process)."""
 
-    def __init__(self, epoch: int, batch: int, signal: str = "SIGKILL", marker: str = "killed.marker"):
-        self.epoch, self.batch, self.signal, self.marker = epoch, batch, signal, Path(marker)
+    def __init__(
+        self, epoch: int, batch: int, signal: str = "SIGKILL", marker: str = "killed.marker", rank: int | None = None
+    ):
+        self.epoch, self.batch, self.signal, self.marker, self.rank = epoch, batch, signal, Path(marker), rank
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch) and not self.marker.exists():
             self.marker.write_text(f"{trainer.global_step}")
             os.kill(os.getpid(), getattr(signal, self.signal))
+
+
+class SeedPerRank(Callback):
+    """Seed each rank's RNGs apart when a fit starts fresh (different dropout / augmentation per rank)."""
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.ckpt_path is None:
+            torch.manual_seed(1000 + trainer.global_rank)
 
 
 class RecordRank(Callback):
@@ -43,3 +86,48 @@ class RecordRank(Callback):
             "torch": torch.__version__,
         }
         Path(f"record_rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class KillInSave(AtomicCheckpointIO):
+    """The template's checkpoint writer that SIGKILLs this process inside its `nth` save of a file named `name`
+    (any name if empty), once (a marker file remembers it): before anything is written, after the temporary file
+    is written, or right after it is renamed into place (before ModelCheckpoint links or deletes anything)."""
+
+    def __init__(self, nth: int = 1, name: str = "", phase: str = "written", marker: str = "killed.marker"):
+        super().__init__()
+        self.nth, self.name, self.phase, self.marker, self.seen = nth, name, phase, Path(marker), 0
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        target = Path(path)
+        if (self.name and target.name != self.name) or self.marker.exists():
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        self.seen += 1
+        if self.seen != self.nth:
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        self.kill_if("before", target, checkpoint)
+        partial = target.with_name(f".{target.name}.partial")
+        TorchCheckpointIO.save_checkpoint(self, checkpoint, partial, storage_options)
+        self.kill_if("written", target, checkpoint)
+        os.replace(partial, target)
+        self.kill_if("renamed", target, checkpoint)
+
+    def kill_if(self, phase, target, checkpoint):
+        if phase == self.phase:
+            self.marker.write_text(
+                f"{target.name} {phase} epoch {checkpoint['epoch']} step {checkpoint['global_step']}"
+            )
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FreezeBest(Callback):
+    """From `epoch` on, no validation score counts as a new best: ModelCheckpoint then writes last.ckpt as a file
+    (replacing its link to the older best), the save that a kill must not lose last.ckpt in."""
+
+    def __init__(self, epoch: int = 1):
+        self.epoch = epoch
+
+    def on_validation_end(self, trainer, pl_module):  # runs before the checkpoint callbacks'
+        if trainer.current_epoch >= self.epoch and not trainer.sanity_checking:
+            for callback in trainer.checkpoint_callbacks:
+                best = torch.tensor(float("-inf") if callback.mode == "min" else float("inf"))
+                callback.best_k_models = dict.fromkeys(callback.best_k_models, best)  # what new scores beat

@@ -38,11 +38,11 @@ def env() -> dict[str, str]:
     }
 
 
-def run(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def run(cwd: Path, *args: str, timeout: int = 300, status: int = 0) -> subprocess.CompletedProcess:
     done = subprocess.run(
         [sys.executable, "-m", "proj", *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout
     )
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.returncode == status, done.stderr[-4000:]
     return done
 
 
@@ -98,6 +98,27 @@ def test_fsdp2_shards_parameters_and_reloads_in_one_process(tmp_path):
     assert single_process_test_accuracy(checkpoint) > 0.5
 
 
+def test_ddp_sigterm_mid_epoch_exits_non_zero_and_resumes_bitwise(tmp_path):
+    # Ranks seeded apart: each has its own dropout, augmentation and MixUp stream, which the checkpoint must
+    # keep for each rank. Only rank 0 is signalled; every rank has to stop at the same batch.
+    flags = [
+        "--config", str(CONFIGS / "experiment" / "digits_augmented.yaml"), "--trainer.strategy=ddp",
+        "--trainer.devices=2", "--trainer.max_epochs=2", "--trainer.limit_train_batches=4",
+        "--trainer.limit_val_batches=1", "--test_after_fit=false",
+        '--trainer.callbacks+={"class_path": "helpers.SeedPerRank"}',
+    ]  # fmt: skip
+    kill = '{"class_path": "helpers.KillAt", "init_args": {"epoch": 1, "batch": 1, "signal": "SIGTERM", "rank": 0}}'
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    straight.mkdir(), stopped.mkdir()
+    run(straight, *ARGS, *flags)
+    done = run(stopped, *ARGS, *flags, f"--trainer.callbacks+={kill}", status=143)
+    last = Path("logs/digits_augmented/version_0/checkpoints/last.ckpt")
+    assert torch.load(stopped / last, weights_only=True)["global_step"] == 4 + 2, done.stderr[-3000:]
+    run(stopped, "fit", "--resume", str(last.parent.parent), "--trainer.devices=2")
+    a, b = (torch.load(d / last, weights_only=True)["state_dict"] for d in (straight, stopped))
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,3 +148,16 @@ def test_two_nodes_simulated_with_torchrun(tmp_path):
     first, second = records(tmp_path)
     assert first["world_size"] == second["world_size"] == 2
     assert torch.load(one_run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+
+
+def test_ddp_yaml_runs_as_written_on_two_cpu_processes(tmp_path):
+    """configs/trainer/ddp.yaml asks for SyncBatchNorm, which torch runs on GPUs only: on CPUs it is switched off
+    with one info line, instead of failing in every process."""
+    done = run(
+        tmp_path, "fit", "--config", DEFAULT, "--config", str(CONFIGS / "trainer" / "ddp.yaml"),
+        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+        "--test_after_fit=false",
+    )  # fmt: skip
+    assert done.stderr.count("trainer.sync_batchnorm=true needs GPUs") == 1, done.stderr[-3000:]
+    assert (one_run_dir(tmp_path) / "checkpoints" / "last.ckpt").is_file()

@@ -1,41 +1,22 @@
 """Fault tolerance: kill and resume equals an uninterrupted run, preemption, NaN stop, hostile checkpoints,
 determinism, mixed precision on CPU."""
 
+import json
 import os
-import subprocess
-import sys
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from proj.callbacks import NonFiniteLossError
+from helpers import RUN, RUN_DIR, proj
+from proj.callbacks.checkpointing import save_last_atomically
 from proj.models import Classifier
 
-from conftest import CONFIGS, DEFAULT, QUICK, ROOT, cli
+from conftest import DEFAULT, QUICK, cli
 
-pytestmark = pytest.mark.slow
-
-# Dropout, augmentation and MixUp all draw random numbers: a resume that lost the RNG state would diverge.
-RUN = [
-    "fit",
-    "--config",
-    DEFAULT,
-    "--config",
-    str(CONFIGS / "experiment" / "digits_augmented.yaml"),
-    "--trainer.max_epochs=3",
-    "--trainer.limit_train_batches=6",
-    "--trainer.limit_val_batches=2",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--test_after_fit=false",
-]
-RUN_DIR = Path("logs/digits_augmented/version_0")
-
-
-def proj(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run([sys.executable, "-m", "proj", *args], cwd=cwd, env=env, capture_output=True, text=True)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]  # its module fixture is built once
 
 
 def killer(epoch: int, batch: int, signal: str) -> str:
@@ -49,60 +30,164 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
-def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    straight.mkdir(), killed.mkdir()
-    done = proj(straight, *RUN)
+def kill_in_save(**init_args) -> str:
+    """The checkpoint writer replaced by one that SIGKILLs the process inside a save (tests/helpers.py)."""
+    spec = {"class_path": "helpers.KillInSave", "init_args": init_args}
+    return f"--trainer.plugins=[{json.dumps(spec)}]"
+
+
+FREEZE_BEST = '--trainer.callbacks+={"class_path": "helpers.FreezeBest", "init_args": {"epoch": 1}}'
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> dict[str, torch.Tensor]:
+    """The final weights of RUN uninterrupted, which every killed and resumed run must reach bitwise."""
+    workdir = tmp_path_factory.mktemp("straight")
+    done = proj(workdir, *RUN)
     assert done.returncode == 0, done.stderr[-3000:]
+    return weights(workdir / RUN_DIR / "checkpoints/last.ckpt")
 
-    crashed = proj(killed, *RUN, killer(epoch=1, batch=3, signal="SIGKILL"))
+
+def resume_and_compare(workdir: Path, straight: dict[str, torch.Tensor]) -> None:
+    last = workdir / RUN_DIR / "checkpoints/last.ckpt"
+    assert last.is_file(), sorted(p.name for p in last.parent.iterdir())  # a complete last.ckpt survived
+    torch.load(last, weights_only=True)  # complete: it loads
+    resumed = proj(workdir, "fit", "--resume", str(RUN_DIR))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = weights(last)
+    assert final.keys() == straight.keys()
+    for key in final:
+        assert torch.equal(final[key], straight[key]), key  # bitwise: same data order, dropout, augmentation
+
+
+def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path, straight):
+    crashed = proj(tmp_path, *RUN, killer(epoch=1, batch=3, signal="SIGKILL"))
     assert crashed.returncode == -9  # SIGKILL in the middle of epoch 1: nothing could be saved then
-    resumed = proj(killed, "fit", "--resume", str(RUN_DIR))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-
-    a, b = weights(straight / RUN_DIR / "checkpoints/last.ckpt"), weights(killed / RUN_DIR / "checkpoints/last.ckpt")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key  # bitwise: same data order, dropout, augmentation, optimizer
-    assert sorted(p.name for p in (killed / "logs/digits_augmented").iterdir()) == ["version_0"]  # same run dir
-    assert len(list((killed / RUN_DIR).glob("events.out.tfevents.*"))) == 2  # the resumed curves continue there
+    resume_and_compare(tmp_path, straight)
+    assert sorted(p.name for p in (tmp_path / "logs/digits_augmented").iterdir()) == ["version_0"]  # same run dir
+    assert len(list((tmp_path / RUN_DIR).glob("events.out.tfevents.*"))) == 2  # the resumed curves continue there
 
 
-def test_preempted_run_saves_a_checkpoint_and_resume_completes(tmp_path):
-    stopped = proj(tmp_path, *RUN, killer(epoch=1, batch=3, signal="SIGTERM"))
-    last = tmp_path / RUN_DIR / "checkpoints/last.ckpt"
-    assert "Preempted: saved" in stopped.stderr + stopped.stdout
-    checkpoint = torch.load(last, weights_only=True)
-    # Saved at the signal, mid-epoch (6 steps of epoch 0, then 3 of epoch 1 and the batch in flight).
-    assert checkpoint["global_step"] == 6 + 4
-    resumed = proj(tmp_path, "fit", "--resume", str(RUN_DIR))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert torch.load(last, weights_only=True)["epoch"] == 2  # the last of max_epochs=3
+def test_a_kill_inside_the_save_of_last_ckpt_leaves_the_previous_one(tmp_path, straight):
+    # Epoch 1 brings no new best (FreezeBest), so last.ckpt, a link to best-00.ckpt, is replaced by a file:
+    # killed once that file is written, before it is renamed over the link. Lightning removed the link first.
+    crashed = proj(tmp_path, *RUN, FREEZE_BEST, kill_in_save(name="last.ckpt", phase="written"))
+    assert crashed.returncode == -9, crashed.stderr[-3000:]
+    assert (tmp_path / "killed.marker").read_text().startswith("last.ckpt written epoch 1")
+    assert torch.load(tmp_path / RUN_DIR / "checkpoints/last.ckpt", weights_only=True)["epoch"] == 0
+    resume_and_compare(tmp_path, straight)
 
 
-def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(in_tmp):
-    blow_up = in_tmp / "blow_up.yaml"
-    blow_up.write_text(
+def test_a_kill_between_saving_a_new_best_and_linking_last_ckpt_to_it(tmp_path, straight):
+    crashed = proj(tmp_path, *RUN, kill_in_save(nth=2, phase="renamed"))  # epoch 1's save, in its place
+    assert crashed.returncode == -9, crashed.stderr[-3000:]
+    assert "epoch 1" in (tmp_path / "killed.marker").read_text()
+    resume_and_compare(tmp_path, straight)
+
+
+def test_a_copied_run_directory_resumes_in_its_new_place(in_tmp):
+    cli("fit", "--config", DEFAULT, *QUICK, "--trainer.max_epochs=1", "--test_after_fit=false")
+    original = in_tmp / "logs/default/version_0"
+    moved = in_tmp / "elsewhere/logs/default/version_0"
+    shutil.copytree(original, moved, symlinks=True)  # last.ckpt is a relative link to best-00.ckpt
+    before = sorted(p.relative_to(original) for p in original.rglob("*"))
+    checkpoints = moved / "checkpoints"
+    state = torch.load(checkpoints / "last.ckpt", weights_only=True)["callbacks"]
+    (ours,) = (v for k, v in state.items() if k.startswith("ModelCheckpoint"))
+    stored = [ours["best_model_path"], ours["last_model_path"], *ours["best_k_models"]]
+    assert stored[0] == "best-00.ckpt" and not any(os.path.dirname(p) for p in stored)  # relative to its folder
+
+    result = cli("fit", "--resume", str(moved), "--trainer.max_epochs=2")  # tests the best checkpoint after fit
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 1
+    assert not list(checkpoints.glob("last-v*")), sorted(p.name for p in checkpoints.iterdir())
+    assert Path(result.trainer.checkpoint_callback.best_model_path).parent == checkpoints
+    assert sorted(p.relative_to(original) for p in original.rglob("*")) == before  # the original is untouched
+    assert torch.load(original / "checkpoints/last.ckpt", weights_only=True)["epoch"] == 0
+
+    cli("fit", "--resume", str(moved), "--trainer.max_epochs=3", "--test_after_fit=false")
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, 3 * 3)
+    assert len(list(checkpoints.glob("best-*.ckpt"))) == 1  # top-k kept its state: the older best was removed
+
+
+def test_save_last_atomically_replaces_a_link_by_a_file_and_leaves_the_best_alone(in_tmp):
+    result = cli("fit", "--config", DEFAULT, *QUICK, "--trainer.max_epochs=1", "--test_after_fit=false")
+    checkpoints = in_tmp / "logs/default/version_0/checkpoints"
+    last, best = checkpoints / "last.ckpt", checkpoints / "best-00.ckpt"
+    assert last.is_symlink()
+    best_bytes = best.read_bytes()
+    save_last_atomically(result.trainer, last)
+    assert not last.is_symlink() and torch.load(last, weights_only=True)["global_step"] == 3  # complete
+    assert best.read_bytes() == best_bytes  # not written through the link
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best-00.ckpt", "last.ckpt"]  # no temporary left
+
+
+def second_stage_blow_up(folder: Path) -> str:
+    """A config whose second stage (from epoch 1) is SGD at lr 1e30: float32 overflows at its first step."""
+    path = folder / "blow_up.yaml"
+    path.write_text(
         "model:\n  init_args:\n    optim:\n      stages:\n"
         "        - optimizer: {class_path: torch.optim.SGD, init_args: {lr: 0.01}}\n"
         "        - start_epoch: 1\n"
-        "          optimizer: {class_path: torch.optim.SGD, init_args: {lr: 1.0e+30}}\n"  # overflows float32 at once
+        "          optimizer: {class_path: torch.optim.SGD, init_args: {lr: 1.0e+30}}\n"
     )
-    with pytest.raises(NonFiniteLossError, match=r"became non-finite .* at optimizer step \d+ \(epoch 1\)"):
-        cli(
-            "fit",
-            "--config",
-            DEFAULT,
-            *QUICK,
-            "--trainer.max_epochs=3",
-            "--trainer.gradient_clip_val=null",
-            "--config",
-            str(blow_up),
-        )
-    last = in_tmp / "logs/default/version_0/checkpoints/last.ckpt"
+    return str(path)
+
+
+def assert_last_is_epoch_0_and_finite(run_dir: Path) -> None:
+    last = run_dir / "checkpoints/last.ckpt"
     model = Classifier.load_from_checkpoint(last)  # intact and loadable
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert torch.load(last, weights_only=True)["epoch"] == 0
+    for path in (run_dir / "checkpoints").glob("*.ckpt"):  # nothing of the blown-up epoch, best or last
+        assert torch.load(path, weights_only=True)["epoch"] == 0, path
+
+
+def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(in_tmp):
+    with pytest.raises(SystemExit, match=r"became non-finite .* at optimizer step \d+ \(epoch 1\)"):
+        cli(
+            "fit", "--config", DEFAULT, *QUICK, "--trainer.max_epochs=3", "--trainer.gradient_clip_val=null",
+            "--config", second_stage_blow_up(in_tmp),
+        )  # fmt: skip
+    assert_last_is_epoch_0_and_finite(in_tmp / "logs/default/version_0")
+
+
+def test_a_blow_up_in_the_last_step_of_an_epoch_is_caught_before_its_checkpoint(in_tmp):
+    # One step an epoch: its loss is computed before the update that ruins the weights, so no training loss
+    # shows it; the weights (huge or NaN) and the validation loss do. Lightning saved them as last.ckpt.
+    with pytest.raises(SystemExit, match=r"(weights|val/loss) .* at optimizer step 2 \(epoch 1\).*last\.ckpt"):
+        cli(
+            "fit", "--config", DEFAULT, *QUICK, "--trainer.max_epochs=3", "--trainer.gradient_clip_val=null",
+            "--trainer.limit_train_batches=1", "--config", second_stage_blow_up(in_tmp),
+        )  # fmt: skip
+    assert_last_is_epoch_0_and_finite(in_tmp / "logs/default/version_0")
+
+
+def test_adamw_at_lr_1e6_exits_non_zero_naming_the_epoch_and_writes_no_checkpoint(tmp_path):
+    blow_up = tmp_path / "adamw.yaml"
+    blow_up.write_text(
+        "model:\n  init_args:\n    optim:\n      stages:\n"
+        "        - optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 1.0e+6}}\n"
+    )
+    done = proj(tmp_path, "fit", "--config", DEFAULT, *QUICK, "--config", str(blow_up))
+    assert done.returncode != 0
+    assert re.search(r"non-finite .* at optimizer step \d+ \(epoch 0\).*Lower the learning rate", done.stderr)
+    assert "test/loss" not in done.stdout + done.stderr  # the blown-up weights were not tested either
+    assert not list((tmp_path / "logs").rglob("*.ckpt"))  # no best-00.ckpt of NaN weights, no last.ckpt
+
+
+def test_early_stopping_says_why_it_stopped(in_tmp, caplog):
+    stop = json.dumps(
+        {
+            "class_path": "proj.callbacks.EarlyStoppingWithReason",
+            # mode max: another state key than the default config's; any cross-entropy is above 0
+            "init_args": {"monitor": "val/loss", "mode": "max", "stopping_threshold": 0.0},
+        }
+    )
+    with caplog.at_level("INFO"):
+        result = cli("fit", "--config", DEFAULT, *QUICK, "--test_after_fit=false", f"--trainer.callbacks+={stop}")
+    assert result.trainer.current_epoch == 1  # stopped after epoch 0 of 2
+    assert "Early stopping after epoch 0: Stopping threshold reached: val/loss" in caplog.text
 
 
 class Payload:

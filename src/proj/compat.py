@@ -16,17 +16,22 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loops.fit_loop import _FitLoop
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.trainer.connectors.logger_connector.logger_connector import _LoggerConnector
+from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
 from torch.optim.lr_scheduler import SequentialLR
 
 # (owner, member, what the template uses it for)
 PRIVATE = (
     (_LoggerConnector, "should_update_logs", "logging per-step values only on steps that reach the loggers"),
     (_FitLoop, "_should_accumulate", "Throughput: measuring at the batch that closes an accumulation window"),
+    (_FitLoop, "_load_combined_loader_states", "RngState: a run resumed mid-epoch continues its batch order"),
+    # the connector whose received_sigterm flag the loops test (an instance attribute, set by this handler)
+    (_SignalConnector, "_sigterm_notifier_fn", "Preemption: every rank stops at the same batch on SIGTERM"),
     (ModelCheckpoint, "_should_save_on_train_epoch_end", "last.ckpt written every epoch"),
     (ModelCheckpoint, "_should_skip_saving_checkpoint", "last.ckpt written every epoch"),
     (ModelCheckpoint, "_monitor_candidates", "last.ckpt written every epoch"),
     (ModelCheckpoint, "_save_checkpoint", "last.ckpt written every epoch"),
     (ModelCheckpoint, "_save_last_checkpoint", "last.ckpt written every epoch"),
+    (ModelCheckpoint, "_link_checkpoint", "last.ckpt linked atomically (overridden in ModelCheckpointEveryEpoch)"),
     (LightningCLI, "_parse_ckpt_path", "--weights_only false for trusted checkpoints"),
     (ModelParallelStrategy, "setup_environment", "FSDP2Strategy: a data-parallel mesh over every process"),
 )
@@ -65,6 +70,24 @@ def accumulating(trainer: L.Trainer) -> bool:
     return trainer.fit_loop._should_accumulate()
 
 
+def restore_train_loader_state(trainer: L.Trainer) -> None:
+    """Give the training loader its position from the checkpoint (a run resumed mid-epoch), if it has one.
+
+    Private: Lightning 2.6 loads it only in `FitLoop.setup_data` when that builds the loader, but
+    `trainer.estimated_stepping_batches` (a schedule's horizon, in configure_optimizers) builds it earlier,
+    before the checkpoint is restored, and the saved position is then never loaded. A no-op unless resuming."""
+    trainer.fit_loop._load_combined_loader_states()
+
+
+def stop_after_this_batch(trainer: L.Trainer) -> None:
+    """Raise Lightning's SIGTERMException at the end of this training batch, as a received SIGTERM does.
+
+    Private: the flag that Lightning's own SIGTERM handler sets; its loops test it at the end of every batch
+    (after the scheduler step and the progress counters, which is what a bitwise resume needs) and of every
+    epoch. Set on every rank at the same batch, every rank stops there."""
+    trainer._signal_connector.received_sigterm = True
+
+
 def chained_schedulers(scheduler: Any) -> list[Any]:
     """The phases of a SequentialLR (torch keeps them in a private list), or the scheduler itself."""
     if isinstance(scheduler, SequentialLR):
@@ -91,6 +114,10 @@ class CheckpointInternals:
     @staticmethod
     def candidates(callback: ModelCheckpoint, trainer: L.Trainer) -> dict[str, Any]:
         return callback._monitor_candidates(trainer)
+
+    @staticmethod
+    def saved_at_this_step(callback: ModelCheckpoint, trainer: L.Trainer) -> bool:
+        return getattr(callback, "_last_global_step_saved", None) == trainer.global_step
 
     @staticmethod
     def save(callback: ModelCheckpoint, trainer: L.Trainer, path: str) -> None:

@@ -1,7 +1,8 @@
 """The template's own callbacks: only what Lightning does not ship. Named in YAML by class_path.
 
-Run safety: checkpointing.py (atomic writes, last.ckpt every epoch), guards.py (stop at a non-finite loss),
-preemption.py (save on SIGTERM / SIGUSR1), rng_state.py (RNG states in checkpoints).
+Run safety: checkpointing.py (atomic writes, last.ckpt every epoch), guards.py (stop at a non-finite loss or
+weight; say why a run stopped early), preemption.py (save on SIGTERM / SIGUSR1), rng_state.py (RNG states in
+checkpoints).
 Outputs: predictions.py (predict writes predictions.csv), pruning.py (gradual magnitude pruning).
 TensorBoard views: confusion_matrix.py and prediction_scatter.py (each for its task), sample_grid.py,
 hparams.py, grad_norm.py, throughput.py. Per-step work meant only for the logs runs on the steps whose values
@@ -11,7 +12,7 @@ reach them (`proj.compat.logs_this_step`).
 from proj.callbacks.checkpointing import AtomicCheckpointIO, ModelCheckpointEveryEpoch, run_dir_of_checkpoint
 from proj.callbacks.confusion_matrix import ConfusionMatrix
 from proj.callbacks.grad_norm import GradNorm
-from proj.callbacks.guards import FiniteLossGuard, NonFiniteLossError
+from proj.callbacks.guards import EarlyStoppingWithReason, FiniteLossGuard, NonFiniteLossError
 from proj.callbacks.hparams import HParams
 from proj.callbacks.prediction_scatter import PredictionScatter
 from proj.callbacks.predictions import PredictionWriter
@@ -24,6 +25,7 @@ from proj.callbacks.throughput import Throughput
 __all__ = [
     "AtomicCheckpointIO",
     "ConfusionMatrix",
+    "EarlyStoppingWithReason",
     "FiniteLossGuard",
     "GradNorm",
     "GradualPruning",

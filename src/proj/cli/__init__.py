@@ -19,9 +19,13 @@ ray or onnx.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from typing import Any
 
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from proj.callbacks import NonFiniteLossError
 from proj.cli.lightning_cli import lightning_main
 from proj.cli.parser import ProjArgumentParser
 
@@ -52,8 +56,24 @@ def top_level_parser() -> ProjArgumentParser:
 
 
 def main(args: list[str] | None = None, run: bool = True) -> Any:
-    """Entry point of `python -m proj`; tests call it in-process with `args`."""
+    """Entry point of `python -m proj`; tests call it in-process with `args`.
+
+    A preempted run (SIGTERM, or SIGUSR1 outside SLURM) ends with status 143 = 128 + SIGTERM, as if the signal
+    had killed it, so that a scheduler or an `&&` chain does not take it for finished. Lightning re-raises
+    its SIGTERMException, a SystemExit without a code, which Python turns into status 0.
+    A run that blew up (non-finite loss or weights) ends with status 1 and the guard's message on one line: it
+    names the step and the fix, and the traceback through Lightning's loops would only bury it.
+    """
     args = list(sys.argv[1:] if args is None else args)
+    try:
+        return dispatch(args, run)
+    except SIGTERMException as stop:
+        raise SystemExit(stop.code or 128 + signal.SIGTERM) from None
+    except NonFiniteLossError as err:
+        raise SystemExit(f"python -m proj {args[0] if args else 'fit'}: error: {err}") from None
+
+
+def dispatch(args: list[str], run: bool) -> Any:
     if args and args[0] in COMMANDS:
         module = importlib.import_module(COMMANDS[args[0]][0])
         return module.command(args[0], args[1:])

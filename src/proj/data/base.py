@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from proj.data.augment import BatchMix
 from proj.data.device import DeviceBatches
-from proj.data.sampling import ClassBalancedSampler, SamplerMode
-from proj.data.splits import split_indices
+from proj.data.errors import DataError
+from proj.data.sampling import ClassBalancedSampler, EpochShuffle, ResumableLoader, SamplerMode, run_seed
+from proj.data.splits import check_split_settings, split_indices
 from proj.data.targets import TaskTargets, target_stats
 
 Arrays = tuple[np.ndarray | Tensor, np.ndarray | Tensor]
@@ -86,17 +87,12 @@ class ArrayDataModule(TaskTargets, L.LightningDataModule):
         cv_fold: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"data.{name}={value} must lie strictly between 0 and 1")
-        if val_fraction + test_fraction >= 1.0:
-            raise ValueError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no data")
-        if cv_folds and not (cv_folds >= 2 and 0 <= cv_fold < cv_folds):
-            raise ValueError(
-                f"data.cv_fold={cv_fold} with data.cv_folds={cv_folds}: need cv_folds >= 2, 0 <= cv_fold < cv_folds"
-            )
+        for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+            if value < least:
+                raise DataError(f"data.{name}={value} must be at least {least}")
+        check_split_settings(val_fraction, test_fraction, cv_folds, cv_fold)
         if sampler not in ("none", "oversample", "undersample", "balanced"):
-            raise ValueError(f"data.sampler={sampler!r}: expected none, oversample, undersample or balanced")
+            raise DataError(f"data.sampler={sampler!r}: expected none, oversample, undersample or balanced")
         self.check_task(sampler, class_weights, mixup_alpha, cutmix_alpha)
         self.save_hyperparameters(ignore=["augment"])
         self.batch_size = batch_size
@@ -201,7 +197,15 @@ class ArrayDataModule(TaskTargets, L.LightningDataModule):
         self.prepared = False
         if self.trainer is not None and self.resident():
             return self.device_batches(sampler)
-        return self.loader("train", shuffle=sampler is None, sampler=sampler)
+        # The order is a function of (run seed, epoch), not of the global RNG, and the loader resumes mid-epoch:
+        # a resumed run draws the batches, dropout and augmentation an uninterrupted one would (sampling.py).
+        hp, seed = self.hparams, run_seed()
+        return ResumableLoader(
+            self.splits["train"], batch_size=self.batch_size,
+            sampler=sampler or EpochShuffle(len(self.splits["train"]), seed),
+            generator=torch.Generator().manual_seed(seed), num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory, persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+        )  # fmt: skip
 
     def resident(self) -> bool:
         """Whether training batches come from the device-resident path (see `device_resident`)."""
@@ -222,7 +226,7 @@ class ArrayDataModule(TaskTargets, L.LightningDataModule):
             x, self.prepared = self.normalize(self.scaled(x)), True
         return DeviceBatches(
             # the run's seed (seed_everything), the same on every rank and again on resume
-            x, y, self.batch_size, shuffle=True, seed=torch.initial_seed() % 2**31, order=sampler,
+            x, y, self.batch_size, shuffle=True, seed=run_seed(), order=sampler,
             rank=trainer.global_rank, world_size=trainer.world_size,
         )  # fmt: skip
 

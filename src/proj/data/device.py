@@ -5,15 +5,20 @@ on it: no DataLoader workers, no per-sample __getitem__, no collation, no host-t
 Shuffling uses its own generator seeded by (seed, epoch), so every rank draws the same order and a resumed
 run the same batches; under DDP each rank takes its own share, padded to equal length as torch's
 DistributedSampler does. Lightning calls `set_epoch` (found as `.sampler.set_epoch`) at every epoch start.
+Lightning keeps its `state_dict` (the epoch and the batches handed out) in checkpoints and gives it back to
+a run resumed mid-epoch, which then continues with the next batch of the same order.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from proj.data.sampling import epoch_generator
 
 
 class DeviceBatches:
@@ -35,6 +40,8 @@ class DeviceBatches:
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.sampler = self  # where Lightning looks for set_epoch
+        self.yielded = 0  # batches handed out in this epoch
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batch) from a checkpoint
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -45,8 +52,7 @@ class DeviceBatches:
             order.set_epoch(self.epoch)
         indices = torch.as_tensor(list(order) if order is not None else range(len(self.y)), dtype=torch.long)
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            indices = indices[torch.randperm(len(indices), generator=g)]
+            indices = indices[torch.randperm(len(indices), generator=epoch_generator(self.seed, self.epoch))]
         per_rank = math.ceil(len(indices) / self.world_size)
         padded = torch.cat([indices, indices[: per_rank * self.world_size - len(indices)]])
         return padded[self.rank :: self.world_size]
@@ -55,8 +61,20 @@ class DeviceBatches:
         total = len(self.order) if self.order is not None else len(self.y)
         return math.ceil(math.ceil(total / self.world_size) / self.batch_size)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batches": self.yielded}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.resume_at = (state_dict["epoch"], state_dict["batches"])
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        # A generator: nothing runs before the first batch is asked for, after Lightning's `set_epoch`.
+        epoch, self.yielded = self.epoch, 0
+        if self.resume_at is not None and self.resume_at[0] == epoch:
+            self.yielded = self.resume_at[1]  # resumed mid-epoch: the batches before it are done
+        self.resume_at = None
         indices = self.epoch_indices().to(self.x.device)
-        for start in range(0, len(indices), self.batch_size):
+        for start in range(self.yielded * self.batch_size, len(indices), self.batch_size):
+            self.yielded += 1
             batch = indices[start : start + self.batch_size]
             yield self.x[batch], self.y[batch]

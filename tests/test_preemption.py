@@ -1,0 +1,104 @@
+"""Preemption: SIGTERM mid-epoch saves last.ckpt and exits 143, and the resumed run is bitwise the uninterrupted
+one, on both training-data paths; SLURM's SIGUSR1 requeue, with a fake scontrol."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from helpers import RUN, RUN_DIR, proj
+from proj.data.device import DeviceBatches
+from proj.data.sampling import EpochShuffle, ResumableLoader
+
+from conftest import cli_in
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("preemption")]  # its module fixture is built once
+
+LAST = RUN_DIR / "checkpoints" / "last.ckpt"
+
+
+def kill_at(epoch: int, batch: int, signal: str) -> str:
+    spec = f'{{"epoch": {epoch}, "batch": {batch}, "signal": "{signal}"}}'
+    return f'--trainer.callbacks+={{"class_path": "helpers.KillAt", "init_args": {spec}}}'
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = (torch.load(p, weights_only=True)["state_dict"] for p in (a, b))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key  # bitwise: same batches, dropout, augmentation, optimizer
+
+
+def test_a_loader_given_its_checkpointed_state_continues_with_the_next_batch_of_that_epoch():
+    x, y = torch.arange(40.0).view(40, 1), torch.arange(40)
+    for make in (
+        lambda: DeviceBatches(x, y, batch_size=8, seed=3),
+        lambda: ResumableLoader(TensorDataset(x, y), batch_size=8, sampler=EpochShuffle(40, seed=3)),
+    ):
+        straight, resumed = make(), make()
+        straight.sampler.set_epoch(1)
+        batches = iter(straight)
+        order = [next(batches)[1] for _ in range(2)]
+        state = straight.state_dict()  # what Lightning saves: epoch 1, 2 batches handed out
+        order += [b for _, b in batches]
+        resumed.load_state_dict(state)
+        resumed.sampler.set_epoch(1)
+        rest = [b for _, b in resumed]
+        assert len(rest) == 3 and all(torch.equal(a, b) for a, b in zip(order[2:], rest, strict=True))
+        resumed.sampler.set_epoch(2)
+        assert len(list(resumed)) == 5  # the next epoch starts at its beginning
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """last.ckpt of the uninterrupted RUN on each training-data path, made once (in-process)."""
+    made: dict[str, Path] = {}
+
+    def last(resident: str) -> Path:
+        if resident not in made:
+            workdir = tmp_path_factory.mktemp(f"uninterrupted_{resident}")
+            cli_in(workdir, *RUN, f"--data.init_args.device_resident={resident}")
+            made[resident] = workdir / LAST
+        return made[resident]
+
+    return last
+
+
+# `data.init_args.device_resident`: the digits fit the device (true, the default "auto"), or a DataLoader.
+@pytest.mark.parametrize("resident", ["true", "false"], ids=["device_resident", "dataloader"])
+def test_sigterm_mid_epoch_exits_non_zero_and_resumes_bitwise(tmp_path, uninterrupted, resident):
+    run = [*RUN, f"--data.init_args.device_resident={resident}"]
+    done = proj(tmp_path, *run, kill_at(epoch=1, batch=3, signal="SIGTERM"))
+    assert done.returncode == 143, done.stderr[-3000:]  # 128 + SIGTERM: not taken for a finished run
+    assert "Preempted: saved" in done.stderr
+    assert torch.load(tmp_path / LAST, weights_only=True)["global_step"] == 6 + 4  # mid-epoch 1, after batch 3
+    cli_in(tmp_path, "fit", "--resume", str(RUN_DIR))  # the rest of epoch 1 from batch 4, then epoch 2
+    assert_same_weights(uninterrupted(resident), tmp_path / LAST)
+
+
+def test_slurm_requeue_on_sigusr1_saves_an_hpc_checkpoint_and_the_requeued_job_resumes_from_it(tmp_path, uninterrupted):
+    # What Lightning needs to pick its SLURMEnvironment (auto-requeue on), and an scontrol that logs its call.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text('#!/bin/sh\necho "$@" >> "$SCONTROL_LOG"\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {
+        "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "proj", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_NNODES": "1", "SLURM_NODELIST": "localhost", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0", "SCONTROL_LOG": str(tmp_path / "scontrol.log"),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }  # fmt: skip
+    run = [*RUN, "--data.init_args.device_resident=true"]
+    run += ["--trainer.logger.init_args.version=slurm_4242", "--trainer.default_root_dir=logs/hpc/4242"]  # as sbatch
+    done = proj(tmp_path, *run, kill_at(epoch=1, batch=3, signal="SIGUSR1"), env=slurm)
+    assert done.returncode == 128 + 10, done.stderr[-3000:]  # as SIGUSR1 would
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    hpc = Path("logs/hpc/4242/hpc_ckpt_1.ckpt")  # Lightning's, in the trainer's default_root_dir
+    assert torch.load(tmp_path / hpc, weights_only=True)["global_step"] == 6 + 4  # where every rank stopped
+
+    again = proj(tmp_path, *run, env=slurm)  # the requeued job: the same command line and job id
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"Restoring states from the checkpoint path at {hpc}" in again.stderr
+    assert_same_weights(uninterrupted("true"), tmp_path / "logs/digits_augmented/slurm_4242/checkpoints/last.ckpt")
