@@ -1,6 +1,7 @@
 """DataModules: splits, standardisation, resampling, augmentation, MixUp / CutMix, and every dataset's errors."""
 
 import pickle
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.utils.class_weight import compute_class_weight
 
-from proj.data import CIFAR10DataModule, CSVDataModule, DigitsDataModule, ImageFolderDataModule
+from proj.data import CIFAR10DataModule, CSVDataModule, DataError, DigitsDataModule, ImageFolderDataModule
 from proj.data.augment import BatchMix, cutmix
 from proj.data.sampling import ClassBalancedSampler
 
@@ -228,9 +229,51 @@ def test_cifar_reads_the_pickle_folder_and_keeps_the_official_test_set(tmp_path)
     assert len(dm.stats["mean"]) == 3
 
 
+def test_cifar_batches_written_by_numpy_1_or_any_pickle_protocol_load(tmp_path):
+    write_cifar(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    official = pickle.dumps({b"data": np.ones((20, 3072), np.uint8), b"labels": [3] * 20}, protocol=2)
+    (folder / "data_batch_1").write_bytes(official.replace(b"numpy._core.", b"numpy.core."))  # as numpy 1 wrote
+    (folder / "data_batch_2").write_bytes(
+        pickle.dumps({b"data": np.ones((20, 3072), np.uint8), b"labels": [3] * 20}, protocol=5)
+    )
+    x, y = CIFAR10DataModule(root=str(tmp_path)).read(("data_batch_1", "data_batch_2"))
+    assert x.shape == (40, 3, 32, 32) and (x == 1).all() and (y == 3).all()
+
+
+class Payload:
+    """Unpickling it runs Path.touch: a stand-in for any code a crafted data file could run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_pickle_payload_in_a_cifar_batch_does_not_run(tmp_path):
+    write_cifar(tmp_path)
+    marker = tmp_path / "payload_ran"
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"x": Payload(marker)}))
+    with pytest.raises(DataError, match="refers to pathlib") as err:
+        CIFAR10DataModule(root=str(tmp_path)).setup()
+    assert not marker.exists()
+    assert str(batch) in str(err.value) and "cifar-10-python.tar.gz" in str(err.value)
+
+
+def test_a_truncated_cifar_batch_is_a_data_error_naming_it_not_a_checkpoint_refusal(tmp_path):
+    write_cifar(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(batch.read_bytes()[:-500])
+    with pytest.raises(DataError, match="is not a readable CIFAR batch") as err:
+        CIFAR10DataModule(root=str(tmp_path)).setup()
+    assert str(batch) in str(err.value) and not isinstance(err.value, pickle.UnpicklingError)
+
+
 def test_missing_cifar_names_the_path_and_how_to_get_it(tmp_path):
     dm = CIFAR10DataModule(root=str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(DataError) as err:
         dm.prepare_data()
     assert str(tmp_path / "nowhere" / "cifar-10-batches-py") in str(err.value)
     assert "cifar-10-python.tar.gz" in str(err.value)
@@ -252,6 +295,30 @@ def test_image_folder_reads_resizes_and_labels_by_folder(tmp_path):
     assert (x[y == 0][:, 0] == 255).all() and (x[y == 1][:, 2] == 255).all()  # red class 0, blue class 1
 
 
+def test_a_16_bit_grayscale_png_keeps_its_tones(tmp_path):
+    write_images(tmp_path)
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)  # 0 .. 63000 of 65535
+    Image.fromarray(ramp).save(tmp_path / "class_0" / "deep.png")  # PIL writes a 16-bit PNG, mode I;16
+    with Image.open(tmp_path / "class_0" / "deep.png") as im:
+        assert im.mode == "I;16"
+    dm = ImageFolderDataModule(root=str(tmp_path), image_size=(8, 8), grayscale=True)
+    x = dm.read_images([tmp_path / "class_0" / "deep.png"])[0, 0]
+    assert np.abs(x.astype(int) - np.round(ramp / 257)).max() <= 1  # was: 255 wherever the value exceeded 255
+    rgb = ImageFolderDataModule(root=str(tmp_path), image_size=(8, 8)).read_images([tmp_path / "class_0" / "deep.png"])
+    assert (rgb[0] == x).all()  # the same tones in all three channels
+
+
+def test_hidden_folders_and_files_are_neither_classes_nor_samples(tmp_path):
+    write_images(tmp_path)
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / ".ipynb_checkpoints" / "0-checkpoint.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "class_0" / "._0.png")  # macOS resource-fork twin
+    (tmp_path / ".cache").mkdir()
+    dm = ImageFolderDataModule(root=str(tmp_path), image_size=(8, 8))
+    assert dm.classes == ["class_0", "class_1"] and dm.num_classes == 2
+    assert len(dm.files) == 8 and not any(p.name.startswith(".") for p, _ in dm.files)
+
+
 def test_a_corrupt_image_is_reported_by_path_before_training(tmp_path, monkeypatch):
     write_images(tmp_path)
     bad = tmp_path / "class_1" / "broken.png"
@@ -263,7 +330,7 @@ def test_a_corrupt_image_is_reported_by_path_before_training(tmp_path, monkeypat
         "--config", DEFAULT, *QUICK, "--data=proj.data.ImageFolderDataModule", f"--data.root={tmp_path}",
         "--data.image_size=[8, 8]", "--data.val_fraction=0.25", "--data.test_fraction=0.25", run=False,
     )  # fmt: skip
-    with pytest.raises(ValueError, match="1 image file") as err:
+    with pytest.raises(DataError, match="1 image file") as err:
         result.trainer.fit(result.model, datamodule=result.datamodule)
     assert str(bad) in str(err.value)
     assert result.trainer.global_step == 0

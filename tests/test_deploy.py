@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import re
 
 import numpy as np
@@ -11,9 +12,9 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from conftest import CONFIGS, DEFAULT, cli, usage_error
+from conftest import CONFIGS, DEFAULT, QUICK, cli, usage_error
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("default_run")]  # shares the default run
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,6 @@ def test_predict_writes_one_row_per_input_with_the_test_accuracy(trained, tmp_pa
 @pytest.fixture(scope="module")
 def onnx_export(trained, tmp_path_factory):
     _, run_dir, best = trained
-    import os
-
     cwd = os.getcwd()
     os.chdir(tmp_path_factory.mktemp("export"))
     try:
@@ -69,7 +68,7 @@ def test_onnx_export_matches_pytorch_at_any_batch_size(onnx_export):
     assert info["max_abs_diff_vs_pytorch"] <= 1e-4
     meta = json.loads((run_dir / "export" / "model.json").read_text())
     assert meta["classes"] == [str(i) for i in range(10)] and meta["input_shape"] == ["batch", 1, 8, 8]
-    session = ort.InferenceSession(info["files"]["model"])
+    session = ort.InferenceSession(str(run_dir / "export" / info["files"]["model"]))  # relative to model.json
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -99,7 +98,7 @@ def test_torchscript_export_reloads_and_matches(trained, tmp_path, monkeypatch):
         f"--out={tmp_path}",
     )
     assert info["max_abs_diff_vs_pytorch"] <= 1e-4
-    scripted = torch.jit.load(info["files"]["model"])
+    scripted = torch.jit.load(str(tmp_path / info["files"]["model"]))
     assert scripted(torch.rand(3, 1, 8, 8) * 16).shape == (3, 10)
 
 
@@ -131,9 +130,26 @@ def test_pruned_fit_exports_the_configured_sparsity_and_keeps_accuracy(in_tmp, t
     info = cli(
         "export", "--config", str(in_tmp / "logs/default/version_0/config.yaml"), f"--ckpt_path={last}", "--format=onnx"
     )
-    weights = [numpy_helper.to_array(t) for t in onnx.load(info["files"]["model"]).graph.initializer]
+    weights = [
+        numpy_helper.to_array(t)
+        for t in onnx.load(str(last.parents[1] / "export" / info["files"]["model"])).graph.initializer
+    ]
     weights = [w for w in weights if w.ndim >= 2]  # conv and linear weights
     sparsity = sum(int((w == 0).sum()) for w in weights) / sum(w.size for w in weights)
     print(f"pruned: sparsity {sparsity:.4f}, test accuracy {accuracy:.4f}")
     assert sparsity == pytest.approx(0.6, abs=0.005)
     assert accuracy >= 0.9944 - 0.02  # within 2 points of the unpruned default (99.44%)
+
+
+def test_model_json_paths_survive_moving_the_run_directory(in_tmp):
+    cli("fit", "--config", DEFAULT, *QUICK, "--trainer.max_epochs=1", "--test_after_fit=false")
+    run = in_tmp / "logs" / "default" / "version_0"
+    cli("export", "--config", str(run / "config.yaml"), f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        "--format=torchscript")  # fmt: skip
+    moved = in_tmp / "elsewhere" / "run"
+    moved.parent.mkdir()
+    run.rename(moved)
+    meta = json.loads((moved / "export" / "model.json").read_text())
+    assert os.path.normpath(moved / "export" / meta["source_checkpoint"]) == str(moved / "checkpoints" / "last.ckpt")
+    scripted = torch.jit.load(str(moved / "export" / meta["files"]["model"]))  # was an absolute path into run/
+    assert scripted(torch.rand(2, 1, 8, 8) * 16).shape == (2, 10)

@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import CONFIGS, DEFAULT, cli, cli_in
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("regression_run")]  # one worker trains it
 
 EXPERIMENT = str(CONFIGS / "experiment" / "diabetes_regression.yaml")
 ARGS = ["--config", DEFAULT, "--config", EXPERIMENT, "--trainer.enable_progress_bar=false"]
@@ -84,7 +84,7 @@ def test_onnx_export_bakes_in_the_target_scaling(diabetes, tmp_path, monkeypatch
     info = cli("export", "--config", str(run_dir / "config.yaml"), f"--ckpt_path={best}", "--format=onnx")
     assert info["task"] == "regression" and info["target_names"] == ["progression"]
     assert info["max_abs_diff_vs_pytorch"] < 1e-3  # in the target's units (values up to ~300)
-    session = ort.InferenceSession(info["files"]["model"], providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(run_dir / "export" / info["files"]["model"]), providers=["CPUExecutionProvider"])
     x, y = split_arrays(result.datamodule, "test")
     values = session.run(None, {"input": x.astype(np.float32)})[0]
     rmse = float(np.sqrt(np.mean((values[:, 0] - y) ** 2)))

@@ -5,14 +5,16 @@
 
 It writes <run>/export/: the model (proj.deploy.export: raw inputs in, probabilities or values in the
 target's units out), and model.json with the task, class or target names, input shape and dtype, the
-normalisation, the source checkpoint and the parity measured here. Formats: onnx (checked with onnxruntime)
-and torchscript. `--quantize int8` adds dynamic int8 quantisation (weights in int8, activations quantised on
-the fly) and reports file size, CPU latency and the test score of both.
+normalisation, the source checkpoint and the parity measured here; its paths are relative to its own folder,
+so a moved run directory keeps working. Formats: onnx (checked with onnxruntime) and torchscript.
+`--quantize int8` adds dynamic int8 quantisation (weights in int8, activations quantised on the fly) and
+reports file size, CPU latency and the test score of both.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +27,7 @@ from proj.cli.lightning_cli import ToolCLI, refused_checkpoint, run_tool
 from proj.cli.parser import UsageError
 from proj.deploy.export import TOLERANCE, deployable, export, measure, output_name, runner
 from proj.deploy.export import quantize as quantize_int8
+from proj.models import TargetsMismatch
 
 
 def load(cli: ToolCLI, ckpt_path: str) -> tuple[Any, Any]:
@@ -35,6 +38,10 @@ def load(cli: ToolCLI, ckpt_path: str) -> tuple[Any, Any]:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as err:
         raise SystemExit(refused_checkpoint(err, ckpt_path)) from err
+    try:
+        model.check_targets(checkpoint, ckpt_path)  # the data's classes must be those it was trained on
+    except TargetsMismatch as err:
+        raise UsageError(str(err)) from err
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
@@ -93,11 +100,12 @@ def export_run(
         )
     }
     report[f"{fmt} fp32"] = measure(run, path, x_test, y_test, model.task)
-    files = {"model": str(path.resolve())}
+    # Paths relative to model.json's folder: a moved or copied run (or export folder) still finds its files.
+    files = {"model": path.name}
     if quantize:
         qpath = quantize_int8(fmt, module, example, path, out / (f"model.int8.{path.suffix[1:]}"))
         report[f"{fmt} int8"] = measure(runner(qpath, fmt), qpath, x_test, y_test, model.task)
-        files["model_int8"] = str(qpath.resolve())
+        files["model_int8"] = qpath.name
     info = {
         "format": fmt,
         "files": files,
@@ -110,7 +118,7 @@ def export_run(
         "scale": dm.scale,
         "mean": dm.stats.get("mean"),
         "std": dm.stats.get("std"),
-        "source_checkpoint": str(ckpt),
+        "source_checkpoint": os.path.relpath(os.path.abspath(ckpt), os.path.abspath(out)),
         "max_abs_diff_vs_pytorch": diff,
         "measured": report,
     }

@@ -4,6 +4,7 @@ from proj.data.base import ArrayDataModule
 from proj.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from proj.data.diabetes import DiabetesDataModule
 from proj.data.digits import DigitsDataModule
+from proj.data.errors import DataError
 from proj.data.image_folder import ImageFolderDataModule
 from proj.data.imbalanced_digits import ImbalancedDigitsDataModule
 from proj.data.tabular import CSVDataModule
@@ -13,6 +14,7 @@ __all__ = [
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "CSVDataModule",
+    "DataError",
     "DiabetesDataModule",
     "DigitsDataModule",
     "ImageFolderDataModule",

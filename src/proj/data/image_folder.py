@@ -2,7 +2,9 @@
 
     <root>/cat/001.png, <root>/dog/xyz.jpg, ...     class names are the sorted folder names
 
-Every file is decoded in `setup`, so an unreadable or corrupt one is reported by path before training.
+Hidden folders and files (a name starting with ".", such as .ipynb_checkpoints/ or .DS_Store) are never a
+class or a sample. Every file is decoded in `setup`, so an unreadable or corrupt one is reported by path before
+training. 16-bit grayscale images are brought to 8 bits (0..65535 -> 0..255), like every other image.
 """
 
 from pathlib import Path
@@ -12,8 +14,20 @@ import numpy as np
 from PIL import Image
 
 from proj.data.base import ArrayDataModule
+from proj.data.errors import DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# PIL's modes of more than 8 bits per pixel: 16-bit PNGs open as "I;16" (or "I", 32-bit integers holding
+# 0..65535). Its convert("L") clips them at 255 instead of scaling, which turns nearly every pixel white.
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if visible(p) and p.is_file() and p.suffix.lower() in EXTENSIONS)
 
 
 class ImageFolderDataModule(ArrayDataModule):
@@ -30,21 +44,19 @@ class ImageFolderDataModule(ArrayDataModule):
         """predict_root: a folder of new images (no class sub-folders) for `predict`."""
         self.root = Path(root)
         self.predict_root = Path(predict_root) if predict_root else None
+        if len(image_size) != 2 or min(image_size) < 1:
+            raise DataError(f"data.image_size={list(image_size)}: give [height, width], both at least 1 pixel")
         if not self.root.is_dir():
-            raise FileNotFoundError(f"data.root={str(self.root)!r} is not a directory of class sub-folders")
-        self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir())
-        self.files = [
-            (path, label)
-            for label, name in enumerate(self.classes)
-            for path in sorted((self.root / name).iterdir())
-            if path.suffix.lower() in EXTENSIONS
-        ]
+            raise DataError(f"data.root={str(self.root)!r} is not a directory of class sub-folders")
+        self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir() and visible(d))
+        self.files = [(p, label) for label, name in enumerate(self.classes) for p in image_files(self.root / name)]
         counts = np.bincount([label for _, label in self.files], minlength=len(self.classes))
         empty = [name for name, n in zip(self.classes, counts, strict=True) if n == 0]
         if len(self.classes) < 2 or empty:
-            raise ValueError(
+            raise DataError(
                 f"data.root={str(self.root)!r} needs two or more class sub-folders with images "
-                f"({', '.join(EXTENSIONS)}); found classes {self.classes}, empty: {empty}"
+                f"({', '.join(EXTENSIONS)}); found classes {self.classes}"
+                + (f", without images: {empty}. Add images to them or remove them" if empty else "")
             )
         self.image_size = tuple(image_size)
         self.mode = "L" if grayscale else "RGB"
@@ -63,10 +75,10 @@ class ImageFolderDataModule(ArrayDataModule):
         if self.predict_root is None:
             return None
         if not self.predict_root.is_dir():
-            raise FileNotFoundError(f"data.predict_root={str(self.predict_root)!r} is not a directory of images")
-        paths = sorted(p for p in self.predict_root.iterdir() if p.suffix.lower() in EXTENSIONS)
+            raise DataError(f"data.predict_root={str(self.predict_root)!r} is not a directory of images")
+        paths = image_files(self.predict_root)
         if not paths:
-            raise ValueError(f"data.predict_root={str(self.predict_root)!r} holds no image ({', '.join(EXTENSIONS)})")
+            raise DataError(f"data.predict_root={str(self.predict_root)!r} holds no image ({', '.join(EXTENSIONS)})")
         return self.read_images(paths), [str(p) for p in paths]
 
     def read_images(self, paths: list[Path]) -> np.ndarray:
@@ -75,10 +87,20 @@ class ImageFolderDataModule(ArrayDataModule):
         for path in paths:
             try:
                 with Image.open(path) as im:
-                    images.append(np.asarray(im.convert(self.mode).resize((width, height), Image.BILINEAR)))
+                    images.append(np.asarray(to_8bit(im).convert(self.mode).resize((width, height), Image.BILINEAR)))
             except (OSError, ValueError) as err:  # PIL raises these for truncated or non-image files
                 bad.append(f"  {path}: {err}")
         if bad:
-            raise ValueError(f"{len(bad)} image file(s) cannot be read:\n" + "\n".join(bad[:20]))
+            raise DataError(
+                f"{len(bad)} image file(s) cannot be read (replace or remove them):\n" + "\n".join(bad[:20])
+            )
         x = np.stack(images)
         return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # to (N, C, H, W)
+
+
+def to_8bit(im: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image as 8-bit grayscale, scaled (65535 -> 255); other images unchanged."""
+    if im.mode not in WIDE_MODES:
+        return im
+    values = np.asarray(im, dtype=np.float64)
+    return Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8))  # 2-D uint8: mode "L"

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from proj.data.errors import DataError
+
 
 def split_indices(
     y: np.ndarray,
@@ -58,13 +60,26 @@ def split_indices(
     return {"train": train, "val": val, "test": test}
 
 
+def check_split_settings(val_fraction: float, test_fraction: float, cv_folds: int, cv_fold: int) -> None:
+    """At construction: shares that leave data in every split, and a fold that exists."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < value < 1.0:
+            raise DataError(f"data.{name}={value} must lie strictly between 0 and 1")
+    if val_fraction + test_fraction >= 1.0:
+        raise DataError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no data")
+    if cv_folds and not (cv_folds >= 2 and 0 <= cv_fold < cv_folds):
+        raise DataError(
+            f"data.cv_fold={cv_fold} with data.cv_folds={cv_folds}: need cv_folds >= 2, 0 <= cv_fold < cv_folds"
+        )
+
+
 def check_class_sizes(y: np.ndarray, where: str, classes: Sequence[str] = ()) -> None:
     """A stratified split needs two samples of every class: say which class has fewer, before sklearn does."""
     values, counts = np.unique(y, return_counts=True)
     small = [(int(v), int(n)) for v, n in zip(values, counts, strict=True) if n < 2]
     if small:
         named = ", ".join(f"{classes[v]!r} ({n} row)" if 0 <= v < len(classes) else f"{v} ({n} row)" for v, n in small)
-        raise ValueError(
+        raise DataError(
             f"{'class' if len(small) == 1 else 'classes'} {named} in {where}: a stratified split needs at least "
             "2 rows of every class. Add rows of that class, or drop it (or merge it with another) before training"
         )

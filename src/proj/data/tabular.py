@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 
 from proj.data.base import ArrayDataModule
+from proj.data.errors import DataError
+from proj.data.splits import check_class_sizes
 from proj.data.targets import Task
 
 MISSING = {"", "na", "nan", "null", "none", "?"}
@@ -39,11 +41,17 @@ class CSVDataModule(ArrayDataModule):
         self.path = Path(path)
         self.predict_path = Path(predict_path) if predict_path else None
         if not self.path.is_file():
-            raise FileNotFoundError(f"data.path={str(self.path)!r} does not exist")
+            raise DataError(f"data.path={str(self.path)!r} does not exist: give the path of a CSV file")
         self.impute = impute
         self.task = task
         self.x, self.y, self.features, classes = read_csv(self.path, target, features, task)
         if task == "classification":
+            if len(classes) < 2:
+                raise DataError(
+                    f"{self.path}: the target column {target!r} holds {len(classes)} class(es) {classes}; a "
+                    "classifier needs at least 2 (or set data.task: regression if it holds values)"
+                )
+            check_class_sizes(self.y, str(self.path), classes)  # here, naming the file, not first in setup
             self.classes = classes
             self.num_classes = len(classes)
         else:
@@ -61,7 +69,7 @@ class CSVDataModule(ArrayDataModule):
         if self.predict_path is None:
             return None
         if not self.predict_path.is_file():
-            raise FileNotFoundError(f"data.predict_path={str(self.predict_path)!r} does not exist")
+            raise DataError(f"data.predict_path={str(self.predict_path)!r} does not exist")
         x = read_features(self.predict_path, self.features)
         return x, [f"{self.predict_path.name}:{i + 2}" for i in range(len(x))]
 
@@ -71,7 +79,7 @@ class CSVDataModule(ArrayDataModule):
             fill = rows.nanmean(0) if self.impute == "mean" else rows.nanmedian(0).values
             empty = [self.features[i] for i in torch.nonzero(fill.isnan()).flatten().tolist()]
             if empty:
-                raise ValueError(f"{self.path}: feature column(s) {empty} have no value in the training split")
+                raise DataError(f"{self.path}: feature column(s) {empty} have no value in the training split")
             self.stats["impute"] = fill.tolist()
         fill = torch.tensor(self.stats["impute"], dtype=x.dtype)
         return torch.where(x.isnan(), fill.expand_as(x), x)
@@ -84,23 +92,23 @@ def read_csv(
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
-        raise ValueError(f"{path} is empty")
+        raise DataError(f"{path} is empty")
     header, body = [h.strip() for h in rows[0]], rows[1:]
     if target not in header:
-        raise ValueError(f"data.target={target!r} is not a column of {path}; columns: {', '.join(header)}")
+        raise DataError(f"data.target={target!r} is not a column of {path}; columns: {', '.join(header)}")
     features = features or [h for h in header if h != target]
     unknown = [f for f in features if f not in header]
     if unknown:
-        raise ValueError(f"data.features {unknown} are not columns of {path}; columns: {', '.join(header)}")
+        raise DataError(f"data.features {unknown} are not columns of {path}; columns: {', '.join(header)}")
     t, cols = header.index(target), [header.index(f) for f in features]
     x = np.empty((len(body), len(cols)), dtype=np.float32)
     labels = []
     for r, row in enumerate(body):
         line = r + 2  # 1-based, after the header: what an editor shows
         if len(row) != len(header):
-            raise ValueError(f"{path}:{line} has {len(row)} fields, the header has {len(header)}")
+            raise DataError(f"{path}:{line} has {len(row)} fields, the header has {len(header)}")
         if row[t].strip().lower() in MISSING:
-            raise ValueError(f"{path}:{line}: the target column {target!r} is missing; drop or label that row")
+            raise DataError(f"{path}:{line}: the target column {target!r} is missing; drop or label that row")
         labels.append(row[t].strip() if task == "classification" else parse_target(row[t], path, line, target))
         for j, c in enumerate(cols):
             x[r, j] = parse_number(row[c], path, line, header[c])
@@ -118,7 +126,7 @@ def read_features(path: Path, features: list[str]) -> np.ndarray:
     header = [h.strip() for h in rows[0]] if rows else []
     missing = [c for c in features if c not in header]
     if missing:
-        raise ValueError(f"{path} lacks the feature column(s) {missing}; columns: {', '.join(header)}")
+        raise DataError(f"{path} lacks the feature column(s) {missing}; columns: {', '.join(header)}")
     cols = [header.index(c) for c in features]
     return np.array(
         [[parse_number(row[c], path, r + 2, header[c]) for c in cols] for r, row in enumerate(rows[1:])],
@@ -133,7 +141,7 @@ def parse_number(value: str, path: Path, line: int, column: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ValueError(
+        raise DataError(
             f"{path}:{line}: column {column!r} holds {value!r}, not a number. Encode it numerically or leave it "
             "out with data.features"
         ) from None
@@ -145,7 +153,7 @@ def parse_target(value: str, path: Path, line: int, column: str) -> float:
     except ValueError:
         number = math.nan
     if not math.isfinite(number):
-        raise ValueError(
+        raise DataError(
             f"{path}:{line}: the target column {column!r} holds {value!r}, not a number, but the task is "
             "regression. Fix or drop that row, or set data.task: classification if the target holds labels"
         )

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from torch import Tensor
 
+from proj.data.errors import DataError
 from proj.data.sampling import balanced_class_weights
 
 Task = Literal["classification", "regression"]
@@ -28,7 +29,7 @@ class TaskTargets:
     def check_task(self, sampler: str, class_weights: Any, mixup_alpha: float, cutmix_alpha: float) -> None:
         """At construction: a known task, and for regression none of the options that act on classes."""
         if self.task not in ("classification", "regression"):
-            raise ValueError(f"{type(self).__name__}.task={self.task!r}: expected classification or regression")
+            raise DataError(f"{type(self).__name__}.task={self.task!r}: expected classification or regression")
         if self.task == "regression":
             refuse_class_options(sampler, class_weights, mixup_alpha, cutmix_alpha)
 
@@ -39,12 +40,12 @@ class TaskTargets:
     def float_targets(self, y: Tensor) -> Tensor:
         """Regression targets as float32, (N,) or (N, k), checked against target_names."""
         if y.ndim not in (1, 2):
-            raise ValueError(
+            raise DataError(
                 f"{type(self).__name__}: regression targets have shape {tuple(y.shape)}; need (N,) or (N, k)"
             )
         columns = 1 if y.ndim == 1 else y.shape[1]
         if self.target_names and len(self.target_names) != columns:
-            raise ValueError(f"{type(self).__name__}: {columns} target column(s) for target_names {self.target_names}")
+            raise DataError(f"{type(self).__name__}: {columns} target column(s) for target_names {self.target_names}")
         return y.float()
 
     # --- what the model is told about the targets (linked by the CLI) ------------------------------------
@@ -98,7 +99,7 @@ class TaskTargets:
         if setting == "balanced":
             return balanced_class_weights(self.train_labels(), self.num_classes)
         if len(setting) != self.num_classes:
-            raise ValueError(f"data.class_weights has {len(setting)} values for {self.num_classes} classes")
+            raise DataError(f"data.class_weights has {len(setting)} values for {self.num_classes} classes")
         return list(setting)
 
 
@@ -116,7 +117,7 @@ def refuse_class_options(sampler: str, class_weights: Any, mixup_alpha: float, c
         if alpha > 0:
             refused.append(f"data.{name}={alpha} mixes class targets, but the task is regression: set {name}: 0")
     if refused:
-        raise ValueError("; ".join(refused))
+        raise DataError("; ".join(refused))
 
 
 def target_stats(y: Tensor) -> tuple[list[float], list[float]]:

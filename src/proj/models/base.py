@@ -43,6 +43,11 @@ NetFactory = Callable[[tuple[int, ...], int], nn.Module]
 SPLITS = ("train", "val", "test")
 
 
+class TargetsMismatch(ValueError):
+    """The data's classes (or target names, or output count) differ from those of the checkpoint being loaded:
+    its outputs would be read with the wrong labels. The command line reports it on one line."""
+
+
 class TaskModule(L.LightningModule):
     """The shared core. `num_outputs`, `input_shape` and `targets` are linked from the data by the CLI.
 
@@ -222,11 +227,32 @@ class TaskModule(L.LightningModule):
         checkpoint["optim_stage"] = self.stage
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Before the weights are loaded (Lightning restores them after this hook): a checkpoint of other classes
+        # stops here with both lists, not later with a state_dict size mismatch, or never, with swapped labels.
+        self.check_targets(checkpoint, getattr(self._trainer, "ckpt_path", None))
         # On resume configure_optimizers may run before the epoch counter is restored, so the stage
         # travels in the checkpoint; rebuild if the optimizers were already made for another stage.
         self.stage = checkpoint.get("optim_stage", 0)
         if self.built_stage is not None and self.built_stage != self.stage:
             self.trainer.strategy.setup_optimizers(self.trainer)
+
+    def check_targets(self, checkpoint: dict[str, Any], path: str | None = None) -> None:
+        """The targets this model was built for (linked from the data) must be the checkpoint's: the same class
+        names in the same order (or target names) and as many outputs. A checkpoint without them adopts its own
+        names, so that predictions.csv and exports use the names it was trained with."""
+        saved = checkpoint.get("hyper_parameters") or {}
+        theirs, where = saved.get("targets") or {}, f"the checkpoint {path}" if path else "the checkpoint"
+        fix = "Run it on the data it was trained on, or train a new model on this data"
+        for key, what in (("classes", "classes"), ("names", "target names")):
+            mine, trained = self.targets.get(key), theirs.get(key)
+            if mine and trained and [str(v) for v in mine] != [str(v) for v in trained]:
+                found = f"{where} was trained on {what} {list(trained)}, but the data has {list(mine)}"
+                raise TargetsMismatch(f"{found}. {fix}")
+            if trained and not mine:
+                self.targets[key] = list(trained)
+        outputs = saved.get("num_outputs")
+        if outputs is not None and outputs != self.num_outputs:
+            raise TargetsMismatch(f"{where} has {outputs} outputs, but the data gives {self.num_outputs}. {fix}")
 
 
 def check_task(cls: type, task: str, data_task: str | None) -> None:

@@ -43,8 +43,13 @@ class Classifier(TaskModule):
             raise ValueError(f"data.class_weights has {len(weight)} values for {num_outputs} classes")
         if names and len(names) != num_outputs:
             raise ValueError(f"the data names {len(names)} classes but the model has {num_outputs} outputs")
-        self.class_names = [str(n) for n in names] if names else [str(i) for i in range(num_outputs)]
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The names of the classes in output order: the data's, which a loaded checkpoint's must equal."""
+        names = self.targets.get("classes")
+        return [str(n) for n in names] if names else [str(i) for i in range(self.num_outputs)]
 
     def compute_loss(self, outputs: Tensor, target: Tensor) -> Tensor:
         return self.loss_fn(outputs, target)  # target: class indices, or probabilities after MixUp / CutMix
