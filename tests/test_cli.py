@@ -1,6 +1,7 @@
 """The command line: every subcommand listed and typed, one-line usage errors, no stray files or warnings, and a
 README command reference that matches the real --help."""
 
+import logging
 import os
 import re
 import subprocess
@@ -9,6 +10,7 @@ import tempfile
 import warnings
 
 import pytest
+from lightning.pytorch.callbacks import Callback
 
 from proj.cli import COMMANDS, LIGHTNING
 
@@ -127,3 +129,47 @@ def test_a_resumed_runs_config_still_tests_and_starts_new_runs(in_tmp):
     assert "test/acc" in tested.trainer.callback_metrics and (run / "test").is_dir()
     cli("fit", "--config", str(run / "config.yaml"), "--trainer.max_epochs=1", "--test_after_fit=false")
     assert sorted(p.name for p in run.parent.iterdir()) == ["version_0", "version_1"]  # a new run, not a resume
+
+
+def test_resume_applies_model_overrides_over_the_checkpoint(in_tmp, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "handlers", [caplog.handler])  # it does not propagate
+    cli("fit", "--config", DEFAULT, *QUICK, "--trainer.max_epochs=1", "--test_after_fit=false")
+    run = in_tmp / "logs" / "default" / "version_0"
+    resume = ["fit", "--resume", str(run), "--test_after_fit=false"]
+    resumed = cli(*resume, "--trainer.max_epochs=2", "--model.init_args.label_smoothing=0.3")
+    assert resumed.model.loss_fn.label_smoothing == 0.3  # the checkpoint has 0.05 (default.yaml)
+    assert resumed.trainer.current_epoch == 2  # it continued the run: epoch 1 trained
+    assert "model.init_args.label_smoothing=0.3 (checkpoint: 0.05)" in caplog.text
+    # A value edited into the run's config.yaml wins over the checkpoint's too.
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("label_smoothing: 0.3", "label_smoothing: 0.2"))
+    assert cli(*resume, "--trainer.max_epochs=3").model.loss_fn.label_smoothing == 0.2
+
+
+class CountBatches(Callback):
+    def __init__(self):
+        self.batches = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.batches += 1
+
+
+@pytest.mark.parametrize(
+    ("given", "batches"),
+    [
+        (["--trainer.limit_train_batches", "1"], 1),
+        (["--config", "{yaml}"], 2),
+        (["--trainer.limit_train_batches=0.5"], 10),
+    ],
+    ids=["command_line", "yaml", "fraction"],
+)
+def test_an_integer_batch_limit_counts_batches_and_a_float_a_fraction(given, batches, in_tmp):
+    (in_tmp / "limit.yaml").write_text("trainer:\n  limit_train_batches: 2\n")
+    args = [a.replace("{yaml}", str(in_tmp / "limit.yaml")) for a in given]
+    quick = [a for a in QUICK if "limit_train_batches" not in a]
+    built = cli("--config", DEFAULT, *quick, "--trainer.max_epochs=1", *args, run=False)
+    counter = CountBatches()
+    built.trainer.callbacks.append(counter)
+    built.trainer.fit(built.model, datamodule=built.datamodule)
+    assert counter.batches == batches  # digits: 20 training batches of 64
+    assert isinstance(built.trainer.limit_train_batches, int) == (batches != 10)

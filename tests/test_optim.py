@@ -5,7 +5,7 @@ import torch
 
 from proj.models import Classifier
 from proj.nets import SmallCNN
-from proj.optim import OptimConfig
+from proj.optim import OptimConfig, check_stages_start_in_run, parse_stages
 
 from conftest import CONFIGS, DEFAULT, QUICK, cli
 
@@ -300,3 +300,12 @@ def test_fused_is_left_out_under_mixed_precision_and_refused_with_clipping(preci
 def test_an_optimizer_without_a_fused_kernel_keeps_torchs_default():
     stage = {"optimizer": {"class_path": "torch.optim.Adagrad", "init_args": {"lr": 0.01}}}  # no CUDA kernel
     assert not optimizer_of(model(stages=[stage])).defaults["fused"]
+
+
+def test_a_later_stage_must_start_within_the_run():
+    adam, sgd = {"class_path": "torch.optim.Adam"}, {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}
+    stages = parse_stages(OptimConfig(stages=[{"optimizer": adam}, {"optimizer": sgd, "start_epoch": 3}]))
+    with pytest.raises(ValueError, match=r"stages\[1\]\.start_epoch=3 lies beyond trainer.max_epochs=2"):
+        check_stages_start_in_run(stages, 2)
+    assert "resumed with a larger max_epochs" in check_stages_start_in_run(stages, 3)[0]  # a run split there
+    assert check_stages_start_in_run(stages, 4) == check_stages_start_in_run(stages, None) == []

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import inspect
 import pickle
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import lightning.pytorch as L
 import torch
@@ -20,10 +19,19 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from proj.cli.parser import ProjArgumentParser, UsageError, exit_with_usage_error, summary
+from proj.cli.checkpoint_model import (
+    UNREADABLE,
+    check_weights_fit,
+    keep_given_model,
+    refused_checkpoint,
+    unreadable_checkpoint,
+)
+from proj.cli.parser import ProjArgumentParser, UsageError, construction_error, exit_with_usage_error, summary
 from proj.cli.run_dir import ResumeRun, SaveRunConfig, log_into, run_of_checkpoint, run_of_config
-from proj.optim import OptimConfig, parse_stages
+from proj.cli.trainer_checks import sync_batchnorm_on_gpus_only, trainer_refusal
+from proj.optim import OptimConfig, check_stages_start_in_run, parse_stages
 
 # (data module attribute, model argument): what every task module learns from the data. The same three for
 # every task, so that one parser serves them all (a link to an argument that a model lacks is written into the
@@ -32,14 +40,39 @@ DATA_TO_MODEL = (("num_outputs", "num_outputs"), ("input_shape", "input_shape"),
 # Lightning warns when `args` is given while sys.argv holds arguments too: `python -m proj` hands it sys.argv
 # on purpose (after choosing the subcommand), so the warning would only be noise.
 ARGS_WARNING = "LightningCLI's args parameter is intended"
+# What a bad value makes a class's __init__, Lightning's Trainer or configure_optimizers raise: before the loop
+# starts, such an error is the config's and is reported on one line; once it runs, it keeps its traceback.
+CONFIG_ERRORS = (ValueError, TypeError, MisconfigurationException)
+LIGHTNING_CKPT_NAMES = ("best", "last", "hpc", "registry")  # ckpt_path values that name no file
+
+
+class LoopStarted(Callback):
+    """Marks the start of the loop: errors before it come from the config (setup, configure_optimizers)."""
+
+    started = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = True
+
+    on_validation_start = on_test_start = on_predict_start = on_fit_start
 
 
 class ProjCLI(LightningCLI):
     def __init__(self, *args: Any, run: bool = True, **kwargs: Any) -> None:
         self.subcommands_mode = run  # add_arguments_to_parser runs inside super().__init__
+        self.changed_model_keys: list[str] = []  # model values given over a checkpoint's hyper-parameters
+        self.loop = LoopStarted()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=ARGS_WARNING)
-            super().__init__(*args, run=run, parser_class=ProjArgumentParser, **kwargs)
+            try:
+                super().__init__(*args, run=run, parser_class=ProjArgumentParser, **kwargs)
+            except CONFIG_ERRORS as err:
+                if self.loop.started:
+                    raise
+                subcommand = getattr(self, "subcommand", None)
+                message = str(err)  # proj.optim names its keys from `optim.` on: the config spells them in full
+                message = f"model.init_args.{message}" if message.startswith("optim.") else message
+                exit_with_usage_error(f"python -m proj {subcommand or ''}".strip(), message)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in DATA_TO_MODEL:
@@ -67,31 +100,78 @@ class ProjCLI(LightningCLI):
             parser.add_argument("--weights_only", type=bool | None, default=None, help="See fit --help.")
 
     def before_instantiate_classes(self) -> None:
-        # Check the optim config as written, so a mistake is reported plainly (not inside jsonargparse's
-        # "does not validate against any of the Union subtypes") and before anything is built.
+        # Check what can be checked as written (the checkpoint's path, the machine, the optim config), so a mistake
+        # is reported plainly, not inside jsonargparse's Union diagnostics, and before anything is built.
         config = self.config[self.subcommand] if self.subcommand else self.config
+        ckpt = config.get("ckpt_path")
+        if ckpt and ckpt not in LIGHTNING_CKPT_NAMES and "://" not in ckpt and not Path(ckpt).exists():
+            self.usage_error(f"--ckpt_path {ckpt} does not exist: give a checkpoint file (<run>/checkpoints/*.ckpt)")
         if config.get("weights_only", False) is None:
             config.weights_only = True  # never unpickle arbitrary objects from a checkpoint unless told to
         drop_progress_bar_if_disabled(config)
         run_dir = run_of_checkpoint(config) if self.subcommand in ("validate", "test", "predict") else None
         if run_dir is not None:  # into <run>/<subcommand>/, not a new version
             log_into(config, save_dir=run_dir, name=self.subcommand, version="")
+        sync_batchnorm_on_gpus_only(config)
+        refusal = trainer_refusal(config.get("trainer") or {})
+        if refusal:
+            self.usage_error(refusal)
         optim = config.get("model", {}).get("init_args", {}).get("optim")
         if optim is not None:
             try:
-                parse_stages(OptimConfig(**optim.as_dict() if hasattr(optim, "as_dict") else optim))
+                stages = parse_stages(OptimConfig(**optim.as_dict() if hasattr(optim, "as_dict") else optim))
+                later = check_stages_start_in_run(stages, (config.get("trainer") or {}).get("max_epochs"))
             except ValueError as err:
-                self.parser.error(f"model.init_args.{err}")
+                self.usage_error(f"model.init_args.{err}")
+            for warning in later:
+                rank_zero_warn(warning)
+
+    def usage_error(self, message: str) -> NoReturn:
+        subcommand = self.config.get("subcommand") if self.subcommands_mode else None
+        exit_with_usage_error(f"{self.parser.prog} {subcommand or ''}".strip(), message)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except CONFIG_ERRORS as err:
+            if isinstance(err, UsageError):
+                raise
+            raise UsageError(construction_error(err, built_key(err))) from err
+        self.trainer.callbacks.append(self.loop)
+
+    def after_instantiate_classes(self) -> None:
+        # A model changed over its checkpoint must still take the checkpoint's weights: refuse it here, naming
+        # the key, rather than with a state_dict size mismatch once the loop loads them.
+        config = self.config[self.subcommand] if self.subcommand else None
+        ckpt = config.get("ckpt_path") if config else None
+        if ckpt and Path(ckpt).is_file():
+            check_weights_fit(self.model, ckpt, self.changed_model_keys, config.get("weights_only") is not False)
 
     def _parse_ckpt_path(self) -> None:
-        # Lightning 2.6 reads the checkpoint's hyper-parameters here with weights_only=True whatever
-        # --weights_only says; honour the explicit opt-out for trusted files.
         subcommand = self.config.get("subcommand")
-        if not subcommand or self.config[subcommand].get("weights_only") is not False:
-            try:
-                return super()._parse_ckpt_path()
-            except pickle.UnpicklingError as err:
-                raise SystemExit(refused_checkpoint(err, self.config[subcommand].get("ckpt_path"))) from err
+        if not subcommand:
+            return
+        given = self.config[subcommand].get("model")
+        given = given.clone() if given is not None and given.get("class_path") else None
+        ckpt = self.config[subcommand].get("ckpt_path")
+        try:
+            self.read_checkpoint_hparams(self.config[subcommand].get("weights_only") is False)
+        except UNREADABLE as err:
+            if isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err):  # refused, not unreadable
+                raise SystemExit(refused_checkpoint(err, ckpt)) from err
+            self.usage_error(unreadable_checkpoint(ckpt, err))
+        if given is not None and ckpt and Path(ckpt).is_file():
+            linked = {target for _, target in DATA_TO_MODEL}
+            try:  # the user's model values win over the checkpoint's: Lightning merged them over the config
+                self.changed_model_keys = keep_given_model(self.config[subcommand], given, ckpt, linked)
+            except UsageError as err:
+                self.usage_error(str(err))
+
+    def read_checkpoint_hparams(self, trusted: bool) -> None:
+        # Lightning 2.6 reads the checkpoint's hyper-parameters with weights_only=True whatever --weights_only
+        # says; honour the explicit opt-out for trusted files.
+        if not trusted:
+            return super()._parse_ckpt_path()
         load = torch.load
         torch.load = lambda *args, **kwargs: load(*args, **{**kwargs, "weights_only": False})
         try:
@@ -110,6 +190,15 @@ class ProjCLI(LightningCLI):
         if ckpt_path is None:
             rank_zero_warn(f"No {which} checkpoint was saved: testing the final weights instead.")
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+
+
+def built_key(err: BaseException) -> str:
+    """The config key whose class raised `err` while it was built (jsonargparse names the expected base class)."""
+    message = str(err)
+    for base, key in (("LightningDataModule", "data"), ("LightningModule", "model"), ("Callback", "trainer.callbacks")):
+        if f".{base}'" in message:
+            return key
+    return "trainer.logger" if "Logger'" in message else "trainer"
 
 
 def drop_progress_bar_if_disabled(config: Any) -> None:
@@ -151,15 +240,6 @@ def lightning_main(args: list[str], run: bool = True) -> ProjCLI:
         return ProjCLI(args=args, run=run, parser_kwargs={"prog": "python -m proj"}, **cli_kwargs())
     except pickle.UnpicklingError as err:
         raise SystemExit(refused_checkpoint(err)) from err
-
-
-def refused_checkpoint(err: Exception, path: str | None = None) -> str:
-    found = re.search(r"GLOBAL (\S+)", str(err))
-    what = f"a pickled reference to {found.group(1)}" if found else "pickled objects"
-    return (
-        f"Refused to load a checkpoint {path or '(--ckpt_path)'}: it holds {what}, beyond tensors and plain "
-        "values, and unpickling it could run arbitrary code. If you trust the file, pass --weights_only false."
-    )
 
 
 class ToolCLI(ProjCLI):

@@ -23,6 +23,34 @@ class UsageError(ValueError):
     """A bad option of one of the template's own subcommands: reported on one line, exit status 2."""
 
 
+# jsonargparse's report of a bad init_args value of a class: 'Parser key "model": expected Problem with given
+# class_path 'proj.models.Classifier': Parser key "label_smoothing": Expected a float. Got value: lots or NoneType'.
+NESTED = re.compile(r'Parser key "([^"]+)": (?:expected )?Problem with given class_path [^:]+: Parser key "([^"]+)"')
+NESTED_TAIL = re.compile(r"(Expected .*?)\. Got value: (.*?)(?: or NoneType)?(?:; got NestedArg\(.*\))?$")
+# ... and of a class that cannot be used at all (not importable, an unknown init_arg), with the option given.
+CLASS_PROBLEM = re.compile(
+    r'Parser key "([^"]+)": (?:expected )?(?:.*? - )?Problem with given class_path \'([^\']+)\': (.*?)'
+    r"(?: or NoneType)?(?: - [^;]*)?(?:; got NestedArg\(key='([^']+)', val='(.*?)'\))?$"
+)
+
+
+def nested_key(message: str) -> str:
+    """'model.init_args.label_smoothing: expected a float; got lots': the full key, what it wants, the value."""
+    while NESTED.search(message):
+        message = NESTED.sub(lambda m: f'Parser key "{m.group(1)}.init_args.{m.group(2)}"', message, count=1)
+    problem = CLASS_PROBLEM.search(message)
+    if problem:
+        key, cls, reason, option, value = problem.groups()
+        reason = re.split(r" or (?:Not a valid|Expected) ", reason)[0]  # the other Union members' complaints
+        if option and option.endswith("class_path") and "object has no attribute" in reason:
+            reason = f"not an importable class ({reason})"  # jsonargparse's own failure on a missing class
+        if option:
+            key = f"{key}.{option}" if option == "class_path" else f"{key}.init_args.{option}"
+        return f"{key}={value}: {reason}" if option else f"{key} ({cls}): {reason}"
+    message = NESTED_TAIL.sub(lambda m: f"e{m.group(1)[1:]}; got {m.group(2)[:80]}", message)
+    return re.sub(r'^Parser key "([^"]+)":', r"\1:", message).replace("<class '", "").replace("'>", "")
+
+
 def one_line(message: str) -> str:
     """jsonargparse's message on one line: the Union diagnostics as "expected A or B", the value given short."""
     message = " ".join(str(message).split())
@@ -36,7 +64,20 @@ def one_line(message: str) -> str:
         message = message.replace('": ', '": expected ', 1) if expected else message
     if given:
         message += f"; got {given[:80]}"
+    message = nested_key(message)
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+
+
+def construction_error(err: BaseException, key: str) -> str:
+    """An error raised while building `key` (model, data, trainer, a callback), as one line that names the key.
+
+    jsonargparse reports an exception from a class's __init__ as a Union mismatch whose first listed error is
+    the class's own message; that message is kept (the template's classes name their own key and the fix)."""
+    message = str(err)
+    inner = re.search(r"Errors:\s*- (.*?)(?:\n\s*- Expected a <class 'NoneType'>|\nGiven value type:|$)", message, re.S)
+    message = " ".join((inner.group(1) if inner else message).split()) or type(err).__name__
+    message = message.split(" - Not a valid subclass")[0]  # jsonargparse's list of what a class_path may be
+    return message if message.startswith(f"{key}.") else f"{key}: {message}"
 
 
 def exit_with_usage_error(prog: str, message: str) -> NoReturn:

@@ -9,6 +9,8 @@ that run (resume, validate, test, predict, lr_find, export) lands inside it.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from argparse import Action
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,13 @@ class ResumeRun(Action):
         run_dir = Path(values)
         for path in (run_dir / "config.yaml", run_dir / LAST):
             if not path.is_file():
-                parser.error(f"--resume {values}: {path} does not exist; give a run directory logs/<name>/version_<n>")
+                best = sorted((run_dir / "checkpoints").glob("best*.ckpt"))
+                fix = (
+                    f"{best[-1].name} exists: continue from it with --resume {values} --ckpt_path {best[-1]}"
+                    if best and path.name == "last.ckpt"
+                    else "give a run directory logs/<name>/version_<n>"
+                )
+                parser.error(f"--resume {values}: {path} does not exist; {fix}")
         ActionConfigFile.apply_config(parser, cfg, "config", str(run_dir / "config.yaml"))
         cfg["ckpt_path"] = str(run_dir / LAST)
         log_into(cfg, save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name)
@@ -79,10 +87,22 @@ class SaveRunConfig(SaveConfigCallback):
     `test --config RUN/config.yaml` parses it, while `--resume RUN` adds them back."""
 
     def __init__(self, parser: Any, config: Any, *args: Any, **kwargs: Any) -> None:
-        if config.get("resume"):
+        self.resumed = bool(config.get("resume"))
+        if self.resumed:
             config = config.clone()
             config["resume"], config["ckpt_path"] = None, None
             init_args = getattr(config.get("trainer.logger"), "init_args", None)
             if init_args is not None and "version" in init_args:
                 init_args["version"] = None
         super().__init__(parser, config, *args, **kwargs)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """A run that fails before its first step leaves no run directory behind (config.yaml was written at setup):
+        an empty version_<n> would be listed by TensorBoard and taken for a run. Never one that holds checkpoints."""
+        if trainer.global_step > 0 or not trainer.is_global_zero or trainer.log_dir is None:
+            return
+        run_dir = Path(trainer.log_dir)
+        if run_dir.is_dir() and not any(run_dir.rglob("*.ckpt")) and not self.resumed:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):  # and logs/<name>/ if that run was all it held
+                run_dir.parent.rmdir()

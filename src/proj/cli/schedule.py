@@ -17,6 +17,9 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 from proj.cli.lightning_cli import ToolCLI, run_tool
+from proj.cli.parser import UsageError
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 class NoTraining(Callback):
@@ -100,6 +103,8 @@ def preview(cli: ToolCLI, out: Path = Path("lr_schedule.png")) -> dict[str, Any]
     Args:
         out: where to write the figure (png, pdf or svg).
     """
+    if out.suffix.lower() not in FIGURE_SUFFIXES:
+        raise UsageError(f"--out={out}: the figure is written as png, pdf or svg; give a file name ending in one")
     recorder = simulate(cli)
     configs = [Path(str(p)).stem for p in cli.config.get("config") or []]
     plot(recorder, out, "lr schedule: " + " + ".join(configs))

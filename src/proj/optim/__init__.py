@@ -8,7 +8,7 @@
 """
 
 from proj.optim.classes import import_class
-from proj.optim.config import OptimConfig, Stage, parse_stages
+from proj.optim.config import OptimConfig, Stage, check_stages_start_in_run, parse_stages
 from proj.optim.groups import build_optimizer, l1_penalty, param_groups
 from proj.optim.schedulers import check_resumed_horizons, horizons
 from proj.optim.stages import RunFacts, configure_stage, stage_at
@@ -19,6 +19,7 @@ __all__ = [
     "Stage",
     "build_optimizer",
     "check_resumed_horizons",
+    "check_stages_start_in_run",
     "configure_stage",
     "horizons",
     "import_class",

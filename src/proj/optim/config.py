@@ -118,6 +118,28 @@ def parse_stages(config: OptimConfig) -> list[Stage]:
     return stages
 
 
+def check_stages_start_in_run(stages: list[Stage], max_epochs: int | None) -> list[str]:
+    """A later stage that starts after max_epochs would never train: refused before the run, not found after it.
+    One that starts exactly at max_epochs trains only when the run is resumed with more epochs (a run split at
+    a stage boundary): returned as a warning."""
+    if max_epochs is None or max_epochs < 0:  # Lightning's default (1000) or an endless run
+        return []
+    warnings = []
+    for stage in stages[1:]:
+        where = f"{stage.where}.start_epoch={stage.start_epoch}"
+        if stage.start_epoch > max_epochs:
+            raise ValueError(
+                f"{where} lies beyond trainer.max_epochs={max_epochs}: the stage would never train; raise "
+                "trainer.max_epochs or lower start_epoch"
+            )
+        if stage.start_epoch == max_epochs:
+            warnings.append(
+                f"model.init_args.{where} = trainer.max_epochs: this run ends where the stage begins; it trains "
+                "only if the run is resumed with a larger max_epochs"
+            )
+    return warnings
+
+
 def parse_stage(d: Any, where: str) -> Stage:
     if not isinstance(d, dict):
         raise ValueError(f"{where} must be a mapping with keys {', '.join(STAGE_KEYS)}; got {d!r}")

@@ -1,0 +1,282 @@
+"""The bad-input table: every public option given a wrong value, a bad checkpoint, a bad subcommand option.
+
+Each case must fail before training, in one or two lines that name the key or path, with a non-zero exit, no
+Python traceback, no checkpoint written and no run directory (version_<n>) left behind. Bad data files (image
+folders, CIFAR batches, CSV contents) have their own table in test_bad_data.py.
+"""
+
+import re
+import shutil
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CONFIGS, DEFAULT, QUICK, cli
+
+pytestmark = pytest.mark.xdist_group("bad_input")  # its module fixture is built once, on one worker
+
+FIT = ["fit", "--config", DEFAULT, *QUICK]
+STAGE = "{class_path: torch.optim.AdamW, init_args: {lr: 0.001}}"
+
+
+def stages(*items: str) -> str:
+    return f"--model.init_args.optim.stages=[{', '.join(items)}]"
+
+
+def run_case(capsys, args: list[str]) -> tuple[int, str]:
+    """One CLI run in this process: its exit code and everything it wrote to stderr (and a traceback, if one
+    escaped, so that the case fails showing it)."""
+    capsys.readouterr()
+    code, extra = 0, ""
+    try:
+        cli(*args)
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else 1
+        extra = "" if isinstance(done.code, int) or done.code is None else str(done.code)
+    except Exception:  # an escaped exception is the failure this table looks for
+        code, extra = 1, traceback.format_exc()
+    return code, capsys.readouterr().err + extra
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One tiny run (1 epoch of 2 batches): its run directory, copied by the cases that need a run."""
+    import os
+
+    workdir = tmp_path_factory.mktemp("trained")
+    old = os.getcwd()
+    os.chdir(workdir)
+    try:
+        cli("fit", "--config", DEFAULT, *QUICK, "--trainer.max_epochs=1", "--test_after_fit=false")
+    finally:
+        os.chdir(old)
+    return workdir / "logs" / "default" / "version_0"
+
+
+def copy_run(trained: Path, tmp: Path) -> Path:
+    run = tmp / "saved" / "default" / "version_0"
+    shutil.copytree(trained, run, symlinks=True)
+    return run
+
+
+def truncated_last(run: Path) -> None:
+    last = run / "checkpoints" / "last.ckpt"
+    data = last.read_bytes()
+    last.unlink()  # a link to best-00.ckpt: replace it by a half-written file
+    last.write_bytes(data[: len(data) // 2])
+
+
+def other_class_checkpoint(run: Path) -> None:
+    """A checkpoint whose hyper-parameters say it holds another model class (a regressor)."""
+    path = run / "checkpoints" / "best-00.ckpt"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["hyper_parameters"]["_class_path"] = "proj.models.Regressor"
+    ckpt["hyper_parameters"].pop("label_smoothing", None)
+    torch.save(ckpt, run / "other.ckpt")
+
+
+# (id, arguments: {run} is a copy of a trained run and {tmp} this case's folder, what the message must name,
+#  what to prepare in the run copy)
+CASES = [
+    # model.init_args.*
+    ("label_smoothing_type", [*FIT, "--model.init_args.label_smoothing=lots"], "model.init_args.label_smoothing"),
+    ("net_class", [*FIT, "--model.init_args.net.class_path=proj.nets.NoSuchNet"], "NoSuchNet"),
+    ("model_class", [*FIT, "--model.class_path=proj.models.NoSuchTask"], "NoSuchTask"),
+    ("channels_last", [*FIT, "--model.init_args.channels_last=sometimes"], "model.init_args.channels_last"),
+    ("net_widths_type", [*FIT, "--model.init_args.net.init_args.widths=wide"], "widths"),
+    # optim: l1, scale_lr, stages, groups, schedulers, warmup
+    ("optim_l1", [*FIT, "--model.init_args.optim.l1=-1"], "model.init_args.optim.l1"),
+    ("optim_scale_lr", [*FIT, "--model.init_args.optim.scale_lr=cubic"], "scale_lr"),
+    ("stage_optimizer", [*FIT, stages("{optimizer: torch.optim.NoSuchOpt}")], "stages[0].optimizer"),
+    ("stage_not_optimizer", [*FIT, stages("{optimizer: torch.nn.Linear}")], "stages[0].optimizer"),
+    ("stage_key", [*FIT, stages(f"{{optimiser: {STAGE}}}")], "optimiser"),
+    ("stage_no_optimizer", [*FIT, stages("{warmup_steps: 5}")], "stages[0].optimizer"),
+    ("stage_first_start", [*FIT, stages(f"{{optimizer: {STAGE}, start_epoch: 1}}")], "stages[0].start_epoch"),
+    (
+        "stage_order",
+        [*FIT, "--trainer.max_epochs=9", stages(f"{{optimizer: {STAGE}}}", f"{{optimizer: {STAGE}, start_epoch: 0}}")],
+        "stages[1].start_epoch",
+    ),
+    (
+        "stage_after_run",
+        [*FIT, "--trainer.max_epochs=2", stages(f"{{optimizer: {STAGE}}}", f"{{optimizer: {STAGE}, start_epoch: 5}}")],
+        "model.init_args.optim.stages[1].start_epoch",
+    ),
+    ("optimizer_kwarg", [*FIT, stages("{optimizer: {class_path: torch.optim.SGD, init_args: {lrr: 0.1}}}")], "lrr"),
+    (
+        "scheduler_no_interval",
+        [
+            *FIT,
+            stages(
+                f"{{optimizer: {STAGE}, lr_scheduler: {{class_path: torch.optim.lr_scheduler.StepLR, "
+                "init_args: {step_size: 2}}}"
+            ),
+        ],
+        "interval",
+    ),
+    (
+        "scheduler_class",
+        [*FIT, stages(f"{{optimizer: {STAGE}, interval: step, lr_scheduler: torch.optim.lr_scheduler.NoSuchLR}}")],
+        "lr_scheduler",
+    ),
+    (
+        "plateau_without_monitor",
+        [
+            *FIT,
+            stages(
+                f"{{optimizer: {STAGE}, interval: epoch, lr_scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau}}"
+            ),
+        ],
+        "monitor",
+    ),
+    ("warmup_negative", [*FIT, stages(f"{{optimizer: {STAGE}, warmup_steps: -3}}")], "warmup_steps"),
+    ("warmup_factor", [*FIT, stages(f"{{optimizer: {STAGE}, warmup_steps: 3, warmup_start_factor: 0}}")], "warmup"),
+    (
+        "warmup_onecycle",
+        [
+            *FIT,
+            stages(
+                f"{{optimizer: {STAGE}, interval: step, warmup_steps: 3, lr_scheduler: {{class_path: "
+                "torch.optim.lr_scheduler.OneCycleLR, init_args: {max_lr: 0.01, total_steps: 0}}}"
+            ),
+        ],
+        "warmup_steps",
+    ),
+    (
+        "chain_milestones",
+        [
+            *FIT,
+            stages(
+                f"{{optimizer: {STAGE}, interval: step, milestones: [], lr_scheduler: ["
+                "torch.optim.lr_scheduler.ConstantLR, torch.optim.lr_scheduler.ExponentialLR]}"
+            ),
+        ],
+        "milestones",
+    ),
+    ("group_pattern", [*FIT, "--model.init_args.optim.groups=[{lr_scale: 0.1}]"], "groups[0]"),
+    ("group_lr_scale", [*FIT, "--model.init_args.optim.groups=[{pattern: 'net.*', lr_scale: fast}]"], "lr_scale"),
+    (
+        "groups_with_lbfgs",
+        [*FIT, "--config", str(CONFIGS / "optim/lbfgs.yaml"), "--model.init_args.optim.groups=[{pattern: 'net.*'}]"],
+        "optim.groups",
+    ),
+    (
+        "lbfgs_mixed_precision",
+        [*FIT, "--config", str(CONFIGS / "optim/lbfgs.yaml"), "--trainer.precision=bf16-mixed"],
+        "model.init_args.optim.stages[0].optimizer",
+    ),
+    # data.init_args.*
+    ("data_class", [*FIT, "--data.class_path=proj.data.NoSuchData"], "NoSuchData"),
+    ("val_fraction", [*FIT, "--data.init_args.val_fraction=1.5"], "data.val_fraction"),
+    ("batch_size_type", [*FIT, "--data.init_args.batch_size=big"], "data.init_args.batch_size"),
+    ("sampler", [*FIT, "--data.init_args.sampler=sideways"], "data.init_args.sampler"),
+    ("data_unknown_key", [*FIT, "--data.init_args.batch_sizes=8"], "batch_sizes"),
+    # trainer.*
+    ("max_epochs", [*FIT, "--trainer.max_epochs=many"], "trainer.max_epochs"),
+    ("precision", [*FIT, "--trainer.precision=17-mixed"], "precision"),
+    ("clip_algorithm", [*FIT, "--trainer.gradient_clip_algorithm=sideways"], "gradient_clip_algorithm"),
+    ("accumulate", [*FIT, "--trainer.accumulate_grad_batches=0"], "accumulate_grad_batches"),
+    ("limit_negative", [*FIT, "--trainer.limit_train_batches=-1"], "limit_train_batches"),
+    ("devices_zero", [*FIT, "--trainer.devices=0"], "devices"),
+    ("multinode_without_launcher", [*FIT, "--config", str(CONFIGS / "trainer/multinode.yaml")], "trainer.num_nodes"),
+    ("trainer_unknown_key", [*FIT, "--trainer.max_epochz=3"], "max_epochz"),
+    # callbacks, seed, test-after-fit options
+    (
+        "callback_init_args",
+        [
+            *FIT,
+            "--trainer.callbacks=[{class_path: lightning.pytorch.callbacks.EarlyStopping, "
+            "init_args: {monitor: val/loss, mode: sideways}}]",
+        ],
+        "trainer.callbacks",
+    ),
+    ("callback_class", [*FIT, "--trainer.callbacks=[{class_path: proj.callbacks.NoSuchCallback}]"], "NoSuchCallback"),
+    ("seed", [*FIT, "--seed_everything=abc"], "seed_everything"),
+    ("test_ckpt", [*FIT, "--test_ckpt=middle"], "test_ckpt"),
+    ("test_after_fit", [*FIT, "--test_after_fit=perhaps"], "test_after_fit"),
+    # checkpoints and --resume
+    ("ckpt_missing", [*FIT, "--ckpt_path={tmp}/missing.ckpt"], "missing.ckpt"),
+    ("ckpt_text_file", [*FIT, "--ckpt_path={tmp}/notes.ckpt"], "notes.ckpt"),
+    ("ckpt_plain_dict", [*FIT, "--ckpt_path={tmp}/plain.ckpt"], "plain.ckpt"),
+    ("ckpt_other_class", [*FIT, "--ckpt_path={run}/other.ckpt"], "model.class_path", other_class_checkpoint),
+    ("resume_truncated_last", ["fit", "--resume={run}"], "best-00.ckpt", truncated_last),
+    ("resume_not_a_run", ["fit", "--resume={tmp}"], "--resume"),
+    (
+        "resume_other_width",
+        ["fit", "--resume={run}", "--trainer.max_epochs=2", "--model.init_args.net.init_args.widths=[8, 64]"],
+        "model.init_args.net.init_args.widths",
+    ),
+    (
+        "test_other_width",
+        [
+            "test",
+            "--config={run}/config.yaml",
+            "--ckpt_path={run}/checkpoints/best-00.ckpt",
+            "--model.init_args.net.init_args.widths=[8, 64]",
+        ],
+        "model.init_args.net.init_args.widths",
+    ),
+    ("predict_ckpt_missing", ["predict", "--config={run}/config.yaml", "--ckpt_path={tmp}/gone.ckpt"], "gone.ckpt"),
+    # the template's subcommands
+    (
+        "tune_space_key",
+        [
+            "tune",
+            "--config",
+            DEFAULT,
+            "--config",
+            str(CONFIGS / "hpo/optuna.yaml"),
+            "--tune.space={model.init_args.lr: {type: float, low: 0.1, high: 1}}",
+        ],
+        "model.init_args.lr",
+    ),
+    (
+        "tune_sampler",
+        ["tune", "--config", DEFAULT, "--config", str(CONFIGS / "hpo/optuna.yaml"), "--tune.sampler=magic"],
+        "tune.sampler",
+    ),
+    ("cv_folds", ["cv", "--config", DEFAULT, "--folds=1"], "--folds=1"),
+    ("lr_find_range", ["lr_find", "--config", DEFAULT, "--min_lr=1", "--max_lr=0.1"], "--min_lr=1"),
+    ("batch_size_find_init", ["batch_size_find", "--config", DEFAULT, "--init_val=0"], "--init_val=0"),
+    ("schedule_out_format", ["schedule", "--config", DEFAULT, "--out={tmp}/lr.txt"], "lr.txt"),
+    (
+        "export_format",
+        ["export", "--config={run}/config.yaml", "--ckpt_path={run}/checkpoints/best-00.ckpt", "--format=tflite"],
+        "format",
+    ),
+    ("new_not_empty", ["new", "{run}", "--name=mynet"], "not empty"),
+    ("new_bad_name", ["new", "{tmp}/fresh", "--name=my-net"], "my-net"),
+]
+
+
+# The GPU presets on a machine without one: refused before anything is built (on a GPU machine they would train).
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+GPU_PRESETS = [
+    (f"{name}_yaml_without_gpu", [*FIT, "--config", str(CONFIGS / f"trainer/{name}.yaml")], "trainer.accelerator")
+    for name in ("gpu", "fsdp")
+]
+PARAMS = [pytest.param(c, id=c[0]) for c in CASES] + [pytest.param(c, id=c[0], marks=NO_GPU) for c in GPU_PRESETS]
+
+
+@pytest.mark.parametrize("case", PARAMS)
+def test_bad_input_is_one_clear_line_before_training(case, trained, tmp_path, monkeypatch, capsys):
+    _, args, named, *prepare = case
+    monkeypatch.chdir(tmp_path)
+    run = copy_run(trained, tmp_path)
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint\n")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.ckpt")
+    for step in prepare:
+        step(run)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    code, err = run_case(capsys, [a.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)) for a in args])
+    assert code != 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    errors = [line for line in err.splitlines() if re.search(r"error|Refused", line)]
+    assert 1 <= len(errors) <= 2, err[-3000:]
+    assert named in " ".join(errors), (named, errors)
+    after = [p for p in tmp_path.rglob("*") if p.is_file() and before.get(p) != p.stat().st_mtime_ns]
+    assert not [p for p in after if p.suffix == ".ckpt"], after  # no checkpoint written
+    runs = [p for p in tmp_path.rglob("version_*") if p.is_dir() and p != run]
+    assert not runs, runs  # and no run directory left behind
