@@ -9,17 +9,21 @@ STAMP   := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# Re-install only when the dependency lists change, so a second `make setup` takes a moment.
+# Re-install only when the dependency lists change, so a second `make setup` takes a moment. --no-compile: pip
+# would byte-compile every module of torch, ray and onnx (half the install time); Python compiles the few it
+# imports on first use instead.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,hpo,ray,export]"
+	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt -e ".[dev,hpo,ray,export]"
 	touch $(STAMP)
 
 fit: setup
 	$(BIN)/python -m proj fit --config $(CONFIG)
 
+# Two pytest-xdist workers (one per core here); tests sharing a trained run are grouped onto one worker.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q --durations=10
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=10
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -1,8 +1,15 @@
 """Shared fixtures: in-process CLI runs inside a temporary working directory, and one default run per session."""
 
+import os
 from pathlib import Path
 
 import pytest
+
+# `make test` runs two pytest-xdist workers: each gets its share of the cores (two workers each using every core
+# would only fight over them). Set before torch is imported, so the processes the tests start inherit it too.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    share = (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, share)))
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -47,8 +54,6 @@ def usage_error(capsys, *args: str) -> str:
 
 def cli_in(workdir: Path, *args: str):
     """The CLI run inside `workdir` (its logs/ land there), for fixtures shared by several tests."""
-    import os
-
     old = os.getcwd()
     os.chdir(workdir)
     try:

@@ -14,7 +14,7 @@ from proj.models import Classifier
 
 from conftest import DEFAULT, QUICK, cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("default_run")]  # one worker trains it
 
 
 def test_default_config_reaches_98_5_percent_on_the_test_split(default_run):

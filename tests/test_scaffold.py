@@ -44,9 +44,11 @@ def test_two_generations_of_new_projects_are_renamed_and_the_second_ones_tests_p
     assert len(list(second.rglob("*.py"))) == len(list(first.rglob("*.py")))
 
     # The second generation's fast tests pass with this venv (the slow ones train; the template's cover them).
+    # The two bad-input tables are left out: a hundred refusals that renaming cannot change, and a minute of CPU.
     env = {**os.environ, "PYTHONPATH": str(second / "src")}
+    tables = ["--ignore=tests/test_bad_input.py", "--ignore=tests/test_bad_data.py"]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider", *tables],
         cwd=second, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:]
