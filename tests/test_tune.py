@@ -153,19 +153,20 @@ def test_cross_validation_folds_are_stratified_disjoint_and_summarised(in_tmp):
 
 
 def test_ray_tune_backend_on_a_local_cluster(in_tmp):
+    # Two trials: one per core at once, each a Ray worker that imports Lightning.
     results = cli(
         "tune", "--config", DEFAULT, "--config", str(CONFIGS / "hpo" / "ray.yaml"), *SHORT,
-        "--trainer.max_epochs=4", "--tune.n_trials=4", "--tune.ray.grace_period=1",
+        "--trainer.max_epochs=3", "--tune.n_trials=2", "--tune.ray.grace_period=1",
     )  # fmt: skip
-    assert len(results) == 4 and all(r.error is None for r in results)
+    assert len(results) == 2 and all(r.error is None for r in results)
     out = in_tmp / "logs" / "digits_ray"
     with open(out / "trials.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and all(1 <= int(r["epochs"]) <= 4 for r in rows)
+    assert len(rows) == 2 and all(1 <= int(r["epochs"]) <= 3 for r in rows)
     best = yaml.safe_load((out / "best_config.yaml").read_text())
     lr = best["model"]["init_args"]["optim"]["stages"][0]["optimizer"]["init_args"]["lr"]
     assert 3e-4 <= lr <= 3e-2  # drawn from the search space, written into a complete fit config
-    assert len(list(out.glob("trial_*/config.yaml"))) == 4  # every trial is a normal run directory
+    assert len(list(out.glob("trial_*/config.yaml"))) == 2  # every trial is a normal run directory
 
 
 def test_the_ray_backend_imports_without_optuna(monkeypatch):
