@@ -47,10 +47,13 @@ def unreadable_checkpoint(path: Any, err: BaseException) -> str:
 
 
 def read_checkpoint(path: str, weights_only: bool = True) -> dict[str, Any]:
-    """A Lightning checkpoint (memory-mapped: no weights are copied), or a UsageError naming the file."""
+    """A Lightning checkpoint (memory-mapped: no weights are copied), or a UsageError naming the file (a refusal
+    to unpickle an object it holds, for a file that is readable but not weights-only)."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
     except UNREADABLE as err:
+        if isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err):  # refused, not unreadable
+            raise SystemExit(refused_checkpoint(err, path)) from err
         raise UsageError(unreadable_checkpoint(path, err)) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UsageError(f"--ckpt_path {path} is not a Lightning checkpoint (no state_dict in it): give a .ckpt of fit")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +22,8 @@ import numpy as np
 import torch
 
 from proj.callbacks.checkpointing import run_dir_of_checkpoint
-from proj.cli.lightning_cli import ToolCLI, refused_checkpoint, run_tool
+from proj.cli.checkpoint_model import read_checkpoint
+from proj.cli.lightning_cli import ToolCLI, run_tool
 from proj.cli.parser import UsageError
 from proj.deploy.export import TOLERANCE, deployable, export, measure, output_name, runner
 from proj.deploy.export import quantize as quantize_int8
@@ -34,10 +34,7 @@ def load(cli: ToolCLI, ckpt_path: str) -> tuple[Any, Any]:
     """The model and data module of the config, with the checkpoint's weights and data statistics."""
     model, dm = cli.model, cli.datamodule
     trusted = cli.config.get("weights_only") is False  # --weights_only false: the explicit opt-out
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=not trusted)
-    except pickle.UnpicklingError as err:
-        raise SystemExit(refused_checkpoint(err, ckpt_path)) from err
+    checkpoint = read_checkpoint(ckpt_path, weights_only=not trusted)
     try:
         model.check_targets(checkpoint, ckpt_path)  # the data's classes must be those it was trained on
     except TargetsMismatch as err:
