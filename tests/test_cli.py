@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from pathlib import Path
 
 import pytest
 from lightning.pytorch.callbacks import Callback
@@ -173,3 +174,58 @@ def test_an_integer_batch_limit_counts_batches_and_a_float_a_fraction(given, bat
     built.trainer.fit(built.model, datamodule=built.datamodule)
     assert counter.batches == batches  # digits: 20 training batches of 64
     assert isinstance(built.trainer.limit_train_batches, int) == (batches != 10)
+
+
+@pytest.mark.parametrize(
+    ("with_logger", "extra_file", "removed"),
+    [
+        (False, None, False),  # no logger: trainer.log_dir is the working directory, the user's project
+        (True, None, True),  # a logger's version_<n> holding only what setup wrote: an empty run, removed
+        (True, "notes.txt", False),  # a version directory with a file of the user's: kept
+    ],
+)
+def test_a_run_failing_before_its_first_step_removes_only_its_own_empty_run_directory(
+    tmp_path, monkeypatch, with_logger, extra_file, removed
+):
+    from types import SimpleNamespace
+
+    from proj.cli.run_dir import SaveRunConfig
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.py").write_text("the user's own code")
+    run_dir = tmp_path / "logs" / "default" / "version_0" if with_logger else tmp_path
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "hparams.yaml", "events.out.tfevents.1.host", extra_file):
+        if name:
+            (run_dir / name).write_text("written at setup")
+    callback = SaveRunConfig.__new__(SaveRunConfig)  # only on_exception is exercised
+    callback.resumed = False
+    logger = SimpleNamespace(log_dir=str(run_dir)) if with_logger else None
+    trainer = SimpleNamespace(global_step=0, is_global_zero=True, logger=logger, log_dir=str(run_dir))
+    callback.on_exception(trainer, None, RuntimeError("failed in setup"))
+    assert (tmp_path / "train.py").read_text() == "the user's own code"
+    assert run_dir.exists() != removed
+
+
+def test_fit_without_a_logger_trains_in_the_working_directory(tmp_path, monkeypatch, capsys):
+    """`--trainer.logger false` (with the Rich bar stacked on the default) trains: the LearningRateMonitor,
+    which needs a logger, is left out, the Rich bar replaces the TQDM one, and nothing of the user's is lost."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.py").write_text("the user's own code")
+    rich = str(Path(DEFAULT).parent / "trainer" / "rich.yaml")
+    cli(
+        "fit",
+        "--config",
+        DEFAULT,
+        "--config",
+        rich,
+        *QUICK,
+        "--trainer.logger=false",
+        "--test_after_fit=false",
+        "--trainer.enable_progress_bar=true",
+        "--trainer.max_epochs=1",
+    )
+    assert (tmp_path / "train.py").read_text() == "the user's own code"
+    assert list((tmp_path / "checkpoints").glob("*.ckpt"))
+    printed = capsys.readouterr()
+    assert "━" in printed.out + printed.err  # Rich's bar, not tqdm's

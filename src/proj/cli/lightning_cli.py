@@ -18,7 +18,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from proj.cli.checkpoint_model import (
@@ -31,7 +31,7 @@ from proj.cli.checkpoint_model import (
 from proj.cli.parser import ProjArgumentParser, UsageError, construction_error, exit_with_usage_error, summary
 from proj.cli.run_dir import ResumeRun, SaveRunConfig, log_into, run_of_checkpoint, run_of_config
 from proj.cli.trainer_checks import sync_batchnorm_on_gpus_only, trainer_refusal
-from proj.optim import OptimConfig, check_stages_start_in_run, parse_stages
+from proj.optim import OptimConfig, check_stages_start_in_run, import_class, parse_stages
 
 # (data module attribute, model argument): what every task module learns from the data. The same three for
 # every task, so that one parser serves them all (a link to an argument that a model lacks is written into the
@@ -108,7 +108,8 @@ class ProjCLI(LightningCLI):
             self.usage_error(f"--ckpt_path {ckpt} does not exist: give a checkpoint file (<run>/checkpoints/*.ckpt)")
         if config.get("weights_only", False) is None:
             config.weights_only = True  # never unpickle arbitrary objects from a checkpoint unless told to
-        drop_progress_bar_if_disabled(config)
+        one_progress_bar(config)
+        drop_logger_callbacks_without_logger(config)
         run_dir = run_of_checkpoint(config) if self.subcommand in ("validate", "test", "predict") else None
         if run_dir is not None:  # into <run>/<subcommand>/, not a new version
             log_into(config, save_dir=run_dir, name=self.subcommand, version="")
@@ -201,12 +202,43 @@ def built_key(err: BaseException) -> str:
     return "trainer.logger" if "Logger'" in message else "trainer"
 
 
-def drop_progress_bar_if_disabled(config: Any) -> None:
-    """The default config names its progress bar (to set its refresh rate); `--trainer.enable_progress_bar
-    false` then removes it, where Lightning would refuse a progress bar callback with the bar disabled."""
+def one_progress_bar(config: Any) -> None:
+    """Keep the progress bar (and the model summary) named last: configs/trainer/rich.yaml stacked on the default
+    config (which names a TQDM bar, to set its refresh rate) replaces it, where Lightning would refuse two
+    progress bars. With `--trainer.enable_progress_bar false` (or enable_model_summary false) none is kept, where
+    Lightning would refuse the one named."""
+    from lightning.pytorch.callbacks import ModelSummary
+    from lightning.pytorch.callbacks.progress import ProgressBar
+
     trainer = config.get("trainer") or {}
-    if trainer.get("enable_progress_bar") is False and trainer.get("callbacks"):
-        trainer.callbacks = [c for c in trainer.callbacks if not str(c.get("class_path", "")).endswith("ProgressBar")]
+    for flag, base in (("enable_progress_bar", ProgressBar), ("enable_model_summary", ModelSummary)):
+        callbacks = trainer.get("callbacks") or []
+        found = [i for i, c in enumerate(callbacks) if is_a(c, base)]
+        keep = found[-1:] if trainer.get(flag) is not False else []
+        if len(found) > len(keep):
+            trainer.callbacks = [c for i, c in enumerate(callbacks) if i not in found or i in keep]
+
+
+def is_a(callback: Any, base: type) -> bool:
+    """Whether a callback of the config (a class_path and init_args, or an object) is a `base`."""
+    class_path = str(callback.get("class_path", "")) if hasattr(callback, "get") else ""
+    try:
+        cls = import_class(class_path, "trainer.callbacks") if class_path else type(callback)
+    except (ValueError, ImportError):
+        return False  # Lightning reports a bad class_path when it builds the callback
+    return isinstance(cls, type) and issubclass(cls, base)
+
+
+def drop_logger_callbacks_without_logger(config: Any) -> None:
+    """`--trainer.logger false` turns the logs off: the default config's LearningRateMonitor, which Lightning
+    refuses without a logger (once training starts), goes too. The template's views skip themselves."""
+    trainer = config.get("trainer") or {}
+    if trainer.get("logger") not in (False, []) or not trainer.get("callbacks"):
+        return
+    kept = [c for c in trainer.callbacks if not str(c.get("class_path", "")).endswith("LearningRateMonitor")]
+    if len(kept) < len(trainer.callbacks):
+        rank_zero_info("trainer.logger is false: the learning rate is not logged (LearningRateMonitor left out).")
+        trainer.callbacks = kept
 
 
 def cli_kwargs() -> dict[str, Any]:

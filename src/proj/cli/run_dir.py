@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from fnmatch import fnmatch
 from argparse import Action
 from pathlib import Path
 from typing import Any
@@ -98,11 +99,24 @@ class SaveRunConfig(SaveConfigCallback):
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         """A run that fails before its first step leaves no run directory behind (config.yaml was written at setup):
-        an empty version_<n> would be listed by TensorBoard and taken for a run. Never one that holds checkpoints."""
-        if trainer.global_step > 0 or not trainer.is_global_zero or trainer.log_dir is None:
+        an empty version_<n> would be listed by TensorBoard and taken for a run. Only a logger's own version
+        directory holding nothing but what setup wrote is removed: without a logger, trainer.log_dir is the
+        working directory (the user's project), and a directory with any other file is never touched."""
+        if trainer.global_step > 0 or not trainer.is_global_zero or self.resumed or trainer.logger is None:
             return
-        run_dir = Path(trainer.log_dir)
-        if run_dir.is_dir() and not any(run_dir.rglob("*.ckpt")) and not self.resumed:
+        run_dir = Path(trainer.log_dir or "")
+        if trainer.log_dir is None or run_dir.resolve() != Path(trainer.logger.log_dir).resolve():
+            return
+        if run_dir.is_dir() and run_dir.resolve() != Path.cwd().resolve() and holds_only_setup_files(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
             with contextlib.suppress(OSError):  # and logs/<name>/ if that run was all it held
                 run_dir.parent.rmdir()
+
+
+# What a run writes before its first step: its config, the logger's hyper-parameters, metrics and event files.
+SETUP_FILES = ("config.yaml", "hparams.yaml", "metrics.csv", "events.out.tfevents.*")
+
+
+def holds_only_setup_files(run_dir: Path) -> bool:
+    files = [p for p in run_dir.rglob("*") if not p.is_dir()]
+    return all(any(fnmatch(p.name, pattern) for pattern in SETUP_FILES) for p in files)
