@@ -1,4 +1,4 @@
-"""Learning-rate schedulers for one stage: horizons filled from the run's length, chains, a linear warmup.
+"""Learning-rate schedulers for one stage: horizons filled from the run's length, chains, a linear warmup inside.
 
 Fed numbers, not a trainer: `stage_length` turns (stage starts, max_epochs, max_steps, steps per epoch) into
 a stage's length in the scheduler's unit; `proj.optim.stages` reads those numbers off the trainer.
@@ -12,7 +12,7 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CyclicLR, LinearLR, OneCycleLR, ReduceLROnPlateau, SequentialLR
+from torch.optim.lr_scheduler import CyclicLR, LinearLR, LRScheduler, OneCycleLR, ReduceLROnPlateau, SequentialLR
 
 from proj.compat import chained_schedulers
 from proj.optim.classes import ClassSpec, init_parameters
@@ -81,43 +81,111 @@ def build_scheduler(optimizer: Optimizer, spec: ClassSpec, length: Callable[[str
         raise ValueError(f"{spec.where}: {spec.cls.__name__}({init_args}) failed: {err}") from err
 
 
-def build_schedulers(optimizer: Optimizer, stage: Stage, length: Callable[[str], int]) -> list[dict[str, Any]]:
-    """Lightning scheduler configs for one stage: the schedule (one scheduler or a chain), then the warmup.
+def build_schedulers(
+    optimizer: Optimizer, stage: Stage, length: Callable[[str], int], steps_per_epoch: Callable[[], int | None]
+) -> list[dict[str, Any]]:
+    """Lightning scheduler configs for one stage: one scheduler, the warmup composed inside it (`WithWarmup`).
 
-    The warmup is created last: SequentialLR resets the lr when it is built, which would undo a warmup
-    factor applied before it. Lightning steps the configs in this order.
+    The warmup is created last: SequentialLR resets the lr when it is built, which would undo a warmup factor
+    applied before it. Two cases keep the warmup as a second, per-step scheduler, because one scheduler cannot
+    step them at the right moments: ReduceLROnPlateau (Lightning steps it after validation, with the metric), and
+    an epoch schedule over data of unknown length (no step count marks the end of an epoch). Lightning's
+    StochasticWeightAveraging refuses those two (proj.callbacks.SWA names the key).
     """
-    configs = []
-    specs = stage.schedulers
-    if specs:
-        if len(specs) == 1:
-            main = build_scheduler(optimizer, specs[0], length)
-        else:  # a chain: each phase's horizon is the distance to the next milestone
-            bounds = [0, *stage.milestones]
-            phases = []
-            for i, spec in enumerate(specs):
-                phase_end = bounds[i + 1] if i + 1 < len(bounds) else None
-
-                def phase_length(where: str, start: int = bounds[i], end: int | None = phase_end) -> int:
-                    return (end if end is not None else length(where)) - start
-
-                phases.append(build_scheduler(optimizer, spec, phase_length))
-            main = SequentialLR(optimizer, phases, milestones=stage.milestones)
-        config = {"scheduler": main, "interval": stage.interval, "frequency": 1, "name": "lr"}
-        if isinstance(main, ReduceLROnPlateau):
-            config["monitor"] = main.monitor
-        configs.append(config)
+    main = build_main(optimizer, stage, length) if stage.schedulers else None
+    warmup = None  # built only if asked for: a LinearLR multiplies the lr by its start factor when it is built
     if stage.warmup_steps:
         warmup = LinearLR(optimizer, stage.warmup_start_factor, 1.0, total_iters=stage.warmup_steps)
+    interval = stage.interval
+    if main is None and warmup is not None:
+        main, warmup, interval = warmup, None, "step"
+    elif warmup is not None and not isinstance(main, ReduceLROnPlateau):
+        per_epoch = steps_per_epoch() if interval == "epoch" else None
+        if interval == "step" or per_epoch is not None:
+            main, warmup, interval = WithWarmup(optimizer, main, warmup, per_epoch), None, "step"
+    configs = []
+    if main is not None:
+        configs.append({"scheduler": main, "interval": interval, "frequency": 1, "name": "lr"})
+        if isinstance(main, ReduceLROnPlateau):
+            configs[0]["monitor"] = main.monitor
+    if warmup is not None:
         configs.append({"scheduler": warmup, "interval": "step", "frequency": 1, "name": "lr"})
     return configs
+
+
+def build_main(optimizer: Optimizer, stage: Stage, length: Callable[[str], int]) -> Any:
+    """The stage's schedule: one scheduler, or a chain whose phases last until the next milestone."""
+    specs = stage.schedulers
+    if len(specs) == 1:
+        return build_scheduler(optimizer, specs[0], length)
+    bounds = [0, *stage.milestones]
+    phases = []
+    for i, spec in enumerate(specs):
+        phase_end = bounds[i + 1] if i + 1 < len(bounds) else None
+
+        def phase_length(where: str, start: int = bounds[i], end: int | None = phase_end) -> int:
+            return (end if end is not None else length(where)) - start
+
+        phases.append(build_scheduler(optimizer, spec, phase_length))
+    return SequentialLR(optimizer, phases, milestones=stage.milestones)
+
+
+class WithWarmup(LRScheduler):
+    """A stage's schedule and its linear warmup as one scheduler, stepped after every optimizer step.
+
+    One scheduler per stage is what Lightning's StochasticWeightAveraging accepts. The two torch schedulers inside
+    are created and stepped as two separate ones were, in the same order, so the lr is the same at every step: a
+    per-step schedule steps before the warmup; a per-epoch one after the warmup, at the last of the epoch's
+    `steps_per_epoch` optimizer steps (Lightning steps every epoch that many times, the last partial window too).
+    """
+
+    def __init__(self, optimizer: Optimizer, schedule: Any, warmup: LinearLR, steps_per_epoch: int | None) -> None:
+        # No LRScheduler.__init__: its initial step would move the lr that the two inside have already set.
+        self.optimizer, self.schedule, self.warmup = optimizer, schedule, warmup
+        self.steps_per_epoch = steps_per_epoch  # None: the schedule counts optimizer steps
+        self.steps_in_epoch = 0
+        self.last_epoch = 0
+        self._last_lr = warmup.get_last_lr()
+
+    def step(self, epoch: int | None = None) -> None:  # torch's signature; the count is our own
+        self.last_epoch += 1
+        if self.steps_per_epoch is None:
+            self.schedule.step()
+            self.warmup.step()
+        else:
+            self.warmup.step()
+            self.steps_in_epoch += 1
+            if self.steps_in_epoch >= self.steps_per_epoch:
+                self.steps_in_epoch = 0
+                self.schedule.step()
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "schedule": self.schedule.state_dict(),
+            "warmup": self.warmup.state_dict(),
+            "steps_in_epoch": self.steps_in_epoch,
+            "last_epoch": self.last_epoch,
+            "_last_lr": self._last_lr,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.schedule.load_state_dict(state_dict["schedule"])
+        self.warmup.load_state_dict(state_dict["warmup"])
+        self.steps_in_epoch, self.last_epoch = state_dict["steps_in_epoch"], state_dict["last_epoch"]
+        self._last_lr = state_dict["_last_lr"]
+
+
+def inner(scheduler: Any) -> Any:
+    """The stage's own schedule of a scheduler config: inside a WithWarmup, or the scheduler itself."""
+    return scheduler.schedule if isinstance(scheduler, WithWarmup) else scheduler
 
 
 def horizons(schedulers: list[Any]) -> dict[tuple[int, int, str], tuple[str, Any]]:
     """The horizon of every scheduler (and every phase of a chain), keyed by position, to spot a resume."""
     found = {}
     for i, scheduler in enumerate(schedulers):
-        for j, sub in enumerate(chained_schedulers(scheduler)):
+        for j, sub in enumerate(chained_schedulers(inner(scheduler))):
             for arg in HORIZON_ARGS:
                 if hasattr(sub, arg):
                     found[(i, j, arg)] = (type(sub).__name__, getattr(sub, arg))

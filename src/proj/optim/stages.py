@@ -107,4 +107,4 @@ def configure_stage(model: nn.Module, config: OptimConfig, stages: list[Stage], 
         unit = stage.interval or "step"
         return stage_length(starts, index, unit, facts.max_epochs, facts.max_steps, facts.steps_per_epoch, where)
 
-    return [optimizer], build_schedulers(optimizer, stage, length)
+    return [optimizer], build_schedulers(optimizer, stage, length, facts.steps_per_epoch)
