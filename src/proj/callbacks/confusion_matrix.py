@@ -6,13 +6,16 @@ is not a classifier, so a regression experiment does not have to rewrite the cal
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import lightning.pytorch as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from proj.callbacks.loggers import tensorboard
+from proj.callbacks.loggers import log_figure
 
 
 class ConfusionMatrix(Callback):
@@ -58,21 +61,33 @@ class ConfusionMatrix(Callback):
         self.draw(trainer)
 
     def draw(self, trainer: L.Trainer) -> None:
-        writer = tensorboard(trainer)
-        if writer is None or self.undrawn is None:  # other ranks, other loggers, already drawn
+        if self.undrawn is None or not trainer.is_global_zero:  # already drawn, other ranks
             return
         (matrix, epoch, step), self.undrawn = self.undrawn, None
-        from matplotlib.figure import Figure  # no pyplot: no global backend, safe in notebooks and threads
+        names = getattr(trainer.lightning_module, "class_names", None) or range(len(matrix))
+        log_figure(trainer, "val/confusion_matrix", confusion_figure(matrix, names, f"validation, epoch {epoch}"), step)
 
-        size = max(4, 0.4 * len(matrix))
-        figure = Figure(figsize=(size, size))
-        ax = figure.subplots()
-        ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
-        ax.set(xlabel="predicted", ylabel="true", title=f"validation, epoch {epoch}")
-        if len(matrix) <= 20:  # numbers in the cells while they stay readable
-            for (i, j), v in np.ndenumerate(matrix):
-                if v >= 0.01:
-                    ax.text(
-                        j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.5 else "black"
-                    )
-        writer.add_figure("val/confusion_matrix", figure, global_step=step)
+
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[Any], title: str) -> Any:
+    """Every class name on both axes, readable to 100 classes (CIFAR-100): the figure grows with the classes
+    (0.16 inch a class, about 16 pixels), the names shrink to fit a cell, numbers in the cells up to 20 classes."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend, safe in notebooks and threads
+
+    n = len(matrix)
+    names = [str(c) for c in class_names]
+    longest = max((len(c) for c in names), default=1)
+    fontsize = float(np.clip(0.16 * 72 * 0.75, 5, 9)) if n > 20 else 9.0  # points: 3/4 of a cell's height
+    margin = 0.8 + longest * fontsize * 0.6 / 72  # inches for the names, whatever their length
+    side = max(4.0, 0.16 * n)
+    figure = Figure(figsize=(side + margin + 1.2, side + margin + 0.6), dpi=100, layout="constrained")
+    ax = figure.subplots()
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=ax, shrink=0.6, label="fraction of the true class")
+    ax.set_xticks(range(n), names, rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(n), names, fontsize=fontsize)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    if n <= 20:  # numbers in the cells while they stay readable
+        for (i, j), v in np.ndenumerate(matrix):
+            if v >= 0.01:
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.5 else "black")
+    return figure

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import CatMetric
 
-from proj.callbacks.loggers import tensorboard
+from proj.callbacks.loggers import log_figure
 
 
 class PredictionScatter(Callback):
@@ -52,8 +52,7 @@ class PredictionScatter(Callback):
         self.draw(trainer)
 
     def draw(self, trainer: L.Trainer) -> None:
-        writer = tensorboard(trainer)
-        if writer is None or self.undrawn is None:
+        if self.undrawn is None or not trainer.is_global_zero:
             return
         (pred, true, epoch, step), self.undrawn = self.undrawn, None
         from matplotlib.figure import Figure  # no pyplot: no global backend, safe in notebooks and threads
@@ -64,4 +63,4 @@ class PredictionScatter(Callback):
         low, high = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
         ax.plot([low, high], [low, high], color="grey", linewidth=0.8)
         ax.set(xlabel="true", ylabel="predicted", title=f"validation, epoch {epoch}")
-        writer.add_figure("val/predicted_vs_true", figure, global_step=step)
+        log_figure(trainer, "val/predicted_vs_true", figure, step)

@@ -6,10 +6,11 @@ import math
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from proj.callbacks.loggers import tensorboard
+from proj.callbacks.loggers import log_image
 
 
 class SampleGrid(Callback):
@@ -25,13 +26,20 @@ class SampleGrid(Callback):
         if self.done:
             return
         self.done = True
-        writer = tensorboard(trainer)
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if writer is None or x.ndim != 4:  # images only (N, C, H, W)
+        if not trainer.is_global_zero or not isinstance(x, torch.Tensor) or x.ndim != 4:  # images only (N, C, H, W)
             return
-        writer.add_image(
-            "train/augmented_samples", image_grid(x[: self.max_images].detach().float().cpu()), trainer.global_step
-        )
+        grid = image_grid(x[: self.max_images].detach().float().cpu())
+        log_image(trainer, "train/augmented_samples", displayable(grid), trainer.global_step)
+
+
+def displayable(grid: torch.Tensor, least: int = 320) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> (H, W, 3) uint8, enlarged by whole pixels (nearest) to at least `least` pixels
+    across: an 8 x 8 digit grid is 60 pixels wide, a dot in TensorBoard's image card."""
+    scale = max(1, least // max(grid.shape[1:]))
+    grid = grid.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    grid = grid.expand(3, -1, -1) if grid.shape[0] == 1 else grid[:3]
+    return (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def image_grid(x: torch.Tensor, pad: int = 1) -> torch.Tensor:

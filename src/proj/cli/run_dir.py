@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from fnmatch import fnmatch
 from argparse import Action
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +49,23 @@ class ResumeRun(Action):
 
 
 def log_into(cfg: Any, save_dir: Path, name: str, version: str) -> None:
-    """Point the config's logger (a single one with save_dir / name / version, as the presets have) at a place."""
+    """Point the config's logger at a place: each logger with a save_dir (the presets of configs/logger/, a list of
+    them too, as configs/logger/several.yaml). One without a directory, or no logger, is left as it is."""
+    for init_args in logger_init_args(cfg):
+        if "save_dir" not in init_args:
+            continue
+        init_args["save_dir"] = str(save_dir)
+        if "name" in init_args:
+            init_args["name"] = name
+        if "version" in init_args:
+            init_args["version"] = version
+
+
+def logger_init_args(cfg: Any) -> list[Any]:
+    """The init_args of the config's logger, or of each logger of a list of them."""
     logger = cfg.get("trainer.logger") if "trainer" in cfg else None
-    init_args = getattr(logger, "init_args", None)
-    if init_args is None or "save_dir" not in init_args:
-        return  # no logger, several loggers, or one without a directory: nothing to point
-    init_args["save_dir"] = str(save_dir)
-    if "name" in init_args:
-        init_args["name"] = name
-    if "version" in init_args:
-        init_args["version"] = version
+    loggers = logger if isinstance(logger, list) else [logger]
+    return [one.init_args for one in loggers if getattr(one, "init_args", None) is not None]
 
 
 def run_of_checkpoint(cfg: Any) -> Path | None:
@@ -92,9 +99,9 @@ class SaveRunConfig(SaveConfigCallback):
         if self.resumed:
             config = config.clone()
             config["resume"], config["ckpt_path"] = None, None
-            init_args = getattr(config.get("trainer.logger"), "init_args", None)
-            if init_args is not None and "version" in init_args:
-                init_args["version"] = None
+            for init_args in logger_init_args(config):
+                if "version" in init_args:
+                    init_args["version"] = None
         super().__init__(parser, config, *args, **kwargs)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
