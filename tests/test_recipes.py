@@ -1,10 +1,12 @@
 """Every recipe in configs/optim/: the lr at each optimizer step of a short fit equals torch's own schedulers
 driven by hand with the same settings (warmup and gradient accumulation included).
 
-The references below are written with torch alone, not with proj.optim, so they check the glue rather than
-repeat it. Numbers come from the recipe files; only the horizons left at 0 are computed here.
+The references below are written with torch alone (or a third-party optimizer's own library), not with
+proj.optim, so they check the glue rather than repeat it. Numbers come from the recipe files; only the horizons
+left at 0 are computed here.
 """
 
+import importlib
 import math
 from pathlib import Path
 
@@ -26,10 +28,12 @@ TOTAL_STEPS = EPOCHS * STEPS_PER_EPOCH
 
 
 class Recorder(Callback):
-    """The lr of the first parameter group at every optimizer step, and the val loss after every epoch."""
+    """The lr of the first parameter group at every optimizer step, and the val loss after every epoch. A
+    Schedule-Free optimizer keeps its lr and scales it inside its step: that lr (`scheduled_lr`) is in `scheduled`."""
 
     def __init__(self):
         self.lrs: dict[int, float] = {}
+        self.scheduled: dict[int, float] = {}
         self.optimizers: dict[int, str] = {}
         self.val_losses: list[float] = []
 
@@ -37,6 +41,10 @@ class Recorder(Callback):
         # LBFGS evaluates its closure several times per step: keep the first value of each step.
         self.lrs.setdefault(trainer.global_step, optimizer.param_groups[0]["lr"])
         self.optimizers.setdefault(trainer.current_epoch, type(optimizer).__name__)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step and "scheduled_lr" in trainer.optimizers[0].param_groups[0]:
+            self.scheduled.setdefault(trainer.global_step - 1, trainer.optimizers[0].param_groups[0]["scheduled_lr"])
 
     def on_validation_end(self, trainer, pl_module):  # after the module has logged the epoch's val/ metrics
         if not trainer.sanity_checking:
@@ -95,7 +103,8 @@ def stages(name: str) -> list[dict]:
 
 
 def new_optimizer(stage: dict) -> torch.optim.Optimizer:
-    cls = getattr(torch.optim, stage["optimizer"]["class_path"].rsplit(".", 1)[1])
+    module, _, name = stage["optimizer"]["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
     return cls([torch.nn.Parameter(torch.zeros(2))], **stage["optimizer"]["init_args"])
 
 
@@ -177,12 +186,15 @@ REFERENCES = {
         ],
     ),
     "lbfgs": lambda o, s: ([], [sched.StepLR(o, **args(s))]),
+    "lion": lambda o, s: ([sched.CosineAnnealingLR(o, **args(s, T_max=TOTAL_STEPS)), warmup(o, s)], []),
 }
+# Schedule-Free recipes have no scheduler: their own warmup is compared, with the library's optimizer stepped by hand.
+SCHEDULE_FREE = {"schedulefree_adamw"}
 
 
 def test_every_recipe_has_a_reference():
     recipes = {p.stem for p in Path(CONFIGS / "optim").glob("*.yaml")}
-    assert recipes == {*REFERENCES, "adam_then_sgd"}
+    assert recipes == {*REFERENCES, *SCHEDULE_FREE, "adam_then_sgd"}
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
@@ -224,3 +236,20 @@ def test_adam_then_sgd_switches_optimizer_and_schedule(in_tmp):
         switch - 1: "Adam",
         switch: "SGD",
     }
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULE_FREE))
+def test_schedule_free_recipe_warms_up_like_the_library_driven_by_hand(name, in_tmp):
+    recorder = fit_recipe(name)
+    opt = new_optimizer(stages(name)[0])
+    opt.train()
+    expected = []
+    for _ in range(TOTAL_STEPS):
+        opt.step()  # no gradients: only the optimizer's own warmup moves
+        expected.append(opt.param_groups[0]["scheduled_lr"])
+    assert [recorder.scheduled[i] for i in range(TOTAL_STEPS)] == pytest.approx(expected, rel=1e-12)
+    assert len(set(expected)) > 1  # it warms up within this short fit
+    lr = stages(name)[0]["optimizer"]["init_args"]["lr"]
+    assert set(recorder.lrs.values()) == {lr}  # no scheduler touched the lr
+    preview = cli("schedule", *recipe_args(name), f"--out={in_tmp / 'lr.png'}")
+    assert set(preview["lrs"]) == {lr}

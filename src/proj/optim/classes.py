@@ -12,9 +12,18 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 # Where a class_path without a module is looked up, in order: Lightning's ReduceLROnPlateau (which carries
 # `monitor`) before torch's.
 SHORT_NAME_MODULES = ("lightning.pytorch.cli", "torch.optim", "torch.optim.lr_scheduler")
+
+# Classes that cannot train a stage's parameters, refused when the config is read rather than at the first step.
+# SparseAdam takes sparse gradients only (nn.Embedding(sparse=True)), and one optimizer updates every parameter.
+REFUSED = {
+    torch.optim.SparseAdam: "it takes only sparse gradients (nn.Embedding(sparse=True)) and fails at the first "
+    "step on any dense one (convolutions, linear layers, norms); use torch.optim.Adam or torch.optim.AdamW",
+}
 
 
 @dataclass
@@ -54,6 +63,9 @@ def parse_class(spec: Any, where: str, base: type | tuple[type, ...]) -> ClassSp
         raise ValueError(
             f"{where}.class_path={spec['class_path']!r} is not a subclass of " + " or ".join(k.__name__ for k in kinds)
         )
+    for refused, why in REFUSED.items():
+        if issubclass(cls, refused):
+            raise ValueError(f"{where}.class_path={spec['class_path']!r} is not supported: {why}")
     init_args = dict(spec.get("init_args") or {})
     params = init_parameters(cls)
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
