@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("Start-up", ["startup.py"]),
     ("Data path: augmentation on the device", ["data_path.py"]),
     ("ResNet throughput (tiny on CPU; run it without --tiny on a GPU)", ["gpu_throughput.py", "--tiny"]),
+    ("Activation checkpointing: peak memory and step time", ["activation_checkpointing.py"]),
     ("Deployment formats", ["export.py"]),
     ("Hyper-parameter search: pruning", ["hpo_pruning.py"]),
 ]

@@ -25,6 +25,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from proj.compat import logs_this_step
+from proj.models.optimizer_modes import OptimizerModes
+from proj.nets.checkpointing import NO_BLOCKS, body_blocks, checkpoint_blocks
 from proj.optim import (
     OptimConfig,
     RunFacts,
@@ -48,7 +50,7 @@ class TargetsMismatch(ValueError):
     its outputs would be read with the wrong labels. The command line reports it on one line."""
 
 
-class TaskModule(L.LightningModule):
+class TaskModule(OptimizerModes, L.LightningModule):
     """The shared core. `num_outputs`, `input_shape` and `targets` are linked from the data by the CLI.
 
     targets: what the data says of its targets (`data.target_info`): the task, and class names and loss
@@ -56,7 +58,8 @@ class TaskModule(L.LightningModule):
 
     channels_last: keep conv weights and image batches in NHWC, the layout tensor cores read fastest (GPU,
     with bf16 / fp16). compile: torch.compile the net in place (checkpoint keys unchanged); the first steps
-    pay the compilation.
+    pay the compilation. activation_checkpointing: recompute each block of the net's body in the backward pass
+    instead of keeping its activations (proj.nets.checkpointing): less memory, more time (benchmarks/README.md).
     """
 
     task = "custom"  # what the task-aware callbacks and tools look at: classification, regression, ...
@@ -71,6 +74,7 @@ class TaskModule(L.LightningModule):
         optim: OptimConfig | dict | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.targets = dict(targets or {})
@@ -83,6 +87,8 @@ class TaskModule(L.LightningModule):
         plain_hparams(self.hparams)
         self.num_outputs = num_outputs
         self.net = net(tuple(input_shape), num_outputs)
+        if activation_checkpointing and not body_blocks(self.net):  # refused before anything is trained
+            raise ValueError(f"model.init_args.activation_checkpointing: {NO_BLOCKS.format(type(self.net).__name__)}")
         self.optim = optim or OptimConfig()
         self.stages = parse_stages(self.optim)  # a bad optim config fails here, before any training
         self.stage = 0  # the stage whose optimizer is live; saved in checkpoints
@@ -182,14 +188,16 @@ class TaskModule(L.LightningModule):
     # --- devices: memory layout, compilation, FSDP2 -----------------------------------------------------
 
     def configure_model(self) -> None:
-        """Runs on the training device before the optimizers are made: memory layout, compilation, and
-        FSDP2 (configs/trainer/fsdp2.yaml): shard each block of the net's body, then the net, over the
-        data-parallel mesh that ModelParallelStrategy provides. Other strategies have no mesh."""
+        """Runs on the training device before the optimizers are made: memory layout, activation checkpointing
+        (inside the shards), FSDP2 (configs/trainer/fsdp2.yaml): shard each block of the net's body, then the net,
+        over the data-parallel mesh that ModelParallelStrategy provides (other strategies have none), compilation."""
         if getattr(self, "configured", False):
             return
         self.configured = True
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last)
+        if self.hparams.get("activation_checkpointing"):
+            checkpoint_blocks(self.net)
         mesh = self.device_mesh
         if mesh is not None:
             self.shard(mesh)
@@ -220,11 +228,13 @@ class TaskModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         wanted = stage_at(self.stages, self.current_epoch)
         if wanted != self.stage:  # multi-stage: a new optimizer and schedule from this epoch on
+            self.set_optimizer_mode("eval")  # the next stage starts from a Schedule-Free stage's averaged weights
             self.stage = wanted
             self.trainer.strategy.setup_optimizers(self.trainer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["optim_stage"] = self.stage
+        super().on_save_checkpoint(checkpoint)  # a Schedule-Free optimizer's averaged weights (OptimizerModes)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Before the weights are loaded (Lightning restores them after this hook): a checkpoint of other classes

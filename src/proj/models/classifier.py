@@ -35,8 +35,11 @@ class Classifier(TaskModule):
         label_smoothing: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
+        activation_checkpointing: bool = False,
     ) -> None:
-        super().__init__(net, num_outputs, input_shape, targets, optim, channels_last, compile)
+        super().__init__(
+            net, num_outputs, input_shape, targets, optim, channels_last, compile, activation_checkpointing
+        )
         loss_weights, names = self.targets.get("class_weights"), self.targets.get("classes")
         weight = torch.tensor(loss_weights, dtype=torch.float) if loss_weights else None
         if weight is not None and len(weight) != num_outputs:

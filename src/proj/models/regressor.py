@@ -38,8 +38,11 @@ class Regressor(TaskModule):
         huber_delta: float = 1.0,
         channels_last: bool = False,
         compile: bool = False,
+        activation_checkpointing: bool = False,
     ) -> None:
-        super().__init__(net, num_outputs, input_shape, targets, optim, channels_last, compile)
+        super().__init__(
+            net, num_outputs, input_shape, targets, optim, channels_last, compile, activation_checkpointing
+        )
         if loss not in LOSSES:
             raise ValueError(f"model.init_args.loss={loss!r}: choose one of {', '.join(LOSSES)}")
         mean, std = self.targets.get("mean") or [0.0] * num_outputs, self.targets.get("std") or [1.0] * num_outputs

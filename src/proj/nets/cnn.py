@@ -5,13 +5,17 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 
-def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    # bias=False: the BatchNorm that follows has its own shift, a conv bias would be redundant.
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+class ConvBNReLU(nn.Sequential):
+    """3x3 conv, BatchNorm, ReLU: a class of its own so that FSDP wrap and checkpointing policies can name it
+    (configs/trainer/fsdp.yaml); its state_dict keys are those of the plain Sequential (0.weight, 1.bias, ...)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        # bias=False: the BatchNorm that follows has its own shift, a conv bias would be redundant.
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
 
 
 class SmallCNN(nn.Module):
@@ -26,11 +30,11 @@ class SmallCNN(nn.Module):
     ) -> None:
         super().__init__()
         in_channels = input_shape[0]
-        self.stem = conv_bn_relu(in_channels, widths[0])
+        self.stem = ConvBNReLU(in_channels, widths[0])
         layers: list[nn.Module] = []
         channels = widths[0]
         for i, width in enumerate(widths):
-            layers += [conv_bn_relu(channels, width), conv_bn_relu(width, width)]
+            layers += [ConvBNReLU(channels, width), ConvBNReLU(width, width)]
             if i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
             channels = width
