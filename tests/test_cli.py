@@ -19,7 +19,7 @@ from conftest import DEFAULT, QUICK, README_PATH, cli, usage_error
 
 # Each subcommand's own options, as its --help must show them (and as README's command reference lists them).
 OWN_OPTIONS = {
-    "fit": ["--resume", "--test_after_fit", "--test_ckpt", "--ckpt_path", "--weights_only"],
+    "fit": ["--resume", "--init_from", "--test_after_fit", "--test_ckpt", "--ckpt_path", "--weights_only"],
     "validate": ["--ckpt_path", "--weights_only"],
     "test": ["--ckpt_path", "--weights_only"],
     "predict": ["--ckpt_path", "--weights_only"],

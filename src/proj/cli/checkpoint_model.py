@@ -33,30 +33,32 @@ def refused_checkpoint(err: Exception, path: str | None = None) -> str:
     )
 
 
-def unreadable_checkpoint(path: Any, err: BaseException) -> str:
+def unreadable_checkpoint(path: Any, err: BaseException, option: str = "--ckpt_path") -> str:
     """Why `path` cannot be read as a checkpoint, and the fix: another checkpoint of the same run, if there is one.
-    (A file that torch's weights-only unpickler refuses, naming the GLOBAL it found, is `refused_checkpoint`.)"""
+    (A file that torch's weights-only unpickler refuses, naming the GLOBAL it found, is `refused_checkpoint`.)
+    `option` is the command-line option that named the file (--ckpt_path, --init_from)."""
     reason = " ".join(str(err).split())[:120] or type(err).__name__
-    message = f"--ckpt_path {path} is not a readable checkpoint (truncated, or not a checkpoint file: {reason})"
+    message = f"{option} {path} is not a readable checkpoint (truncated, or not a checkpoint file: {reason})"
     others = sorted(p.name for p in Path(str(path)).parent.glob("*.ckpt") if p.name != Path(str(path)).name)
     if others:
         folder = Path(str(path)).parent
         found = ", ".join(others)
-        return f"{message}; {found} exists in {folder}: continue from it with --ckpt_path {folder / others[-1]}"
+        verb = "continue from it" if option == "--ckpt_path" else "start from it"
+        return f"{message}; {found} exists in {folder}: {verb} with {option} {folder / others[-1]}"
     return f"{message}; give a .ckpt file written by fit"
 
 
-def read_checkpoint(path: str, weights_only: bool = True) -> dict[str, Any]:
-    """A Lightning checkpoint (memory-mapped: no weights are copied), or a UsageError naming the file (a refusal
-    to unpickle an object it holds, for a file that is readable but not weights-only)."""
+def read_checkpoint(path: str, weights_only: bool = True, option: str = "--ckpt_path") -> dict[str, Any]:
+    """A Lightning checkpoint (memory-mapped: no weights are copied), or a UsageError naming the file and the
+    `option` that named it (a refusal to unpickle an object it holds, for a file that is not weights-only)."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
     except UNREADABLE as err:
         if isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err):  # refused, not unreadable
             raise SystemExit(refused_checkpoint(err, path)) from err
-        raise UsageError(unreadable_checkpoint(path, err)) from err
+        raise UsageError(unreadable_checkpoint(path, err, option)) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UsageError(f"--ckpt_path {path} is not a Lightning checkpoint (no state_dict in it): give a .ckpt of fit")
+        raise UsageError(f"{option} {path} is not a Lightning checkpoint (no state_dict in it): give a .ckpt of fit")
     return checkpoint
 
 

@@ -18,9 +18,10 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from proj.cli.callback_list import drop_logger_callbacks_without_logger, one_progress_bar
 from proj.cli.checkpoint_model import (
     UNREADABLE,
     check_weights_fit,
@@ -28,10 +29,12 @@ from proj.cli.checkpoint_model import (
     refused_checkpoint,
     unreadable_checkpoint,
 )
+from proj.cli.init_from import HELP as INIT_FROM_HELP
+from proj.cli.init_from import apply_init_from, init_from_refusal
 from proj.cli.parser import ProjArgumentParser, UsageError, construction_error, exit_with_usage_error, summary
 from proj.cli.run_dir import ResumeRun, SaveRunConfig, log_into, run_of_checkpoint, run_of_config
 from proj.cli.trainer_checks import sync_batchnorm_on_gpus_only, trainer_refusal
-from proj.optim import OptimConfig, check_stages_start_in_run, import_class, parse_stages
+from proj.optim import OptimConfig, check_stages_start_in_run, parse_stages
 
 # (data module attribute, model argument): what every task module learns from the data. The same three for
 # every task, so that one parser serves them all (a link to an argument that a model lacks is written into the
@@ -95,6 +98,7 @@ class ProjCLI(LightningCLI):
             help="A run directory logs/<name>/version_<n>: continue that run from its last.ckpt, into that "
             "directory, with its config.yaml (options after --resume still win).",
         )
+        parser.add_argument("--init_from", type=str | None, default=None, help=INIT_FROM_HELP)
         if not self.subcommands_mode:  # a fit config without its subcommand: a run's config.yaml still parses
             parser.add_argument("--ckpt_path", type=str | None, default=None, help="A checkpoint to start from.")
             parser.add_argument("--weights_only", type=bool | None, default=None, help="See fit --help.")
@@ -114,7 +118,7 @@ class ProjCLI(LightningCLI):
         if run_dir is not None:  # into <run>/<subcommand>/, not a new version
             log_into(config, save_dir=run_dir, name=self.subcommand, version="")
         sync_batchnorm_on_gpus_only(config)
-        refusal = trainer_refusal(config.get("trainer") or {})
+        refusal = init_from_refusal(config, self.fitting()) or trainer_refusal(config.get("trainer") or {})
         if refusal:
             self.usage_error(refusal)
         optim = config.get("model", {}).get("init_args", {}).get("optim")
@@ -147,6 +151,14 @@ class ProjCLI(LightningCLI):
         ckpt = config.get("ckpt_path") if config else None
         if ckpt and Path(ckpt).is_file():
             check_weights_fit(self.model, ckpt, self.changed_model_keys, config.get("weights_only") is not False)
+        try:  # a new run from another run's weights (fit, and fit's trials and folds; tools working on a config)
+            apply_init_from(self, config or self.config, self.fitting())
+        except UsageError as err:
+            self.usage_error(str(err))
+
+    def fitting(self) -> bool:
+        """Whether this CLI trains: fit, or a fit config without its subcommand (a trial, a fold), not a tool."""
+        return self.subcommand == "fit" or not (self.subcommands_mode or hasattr(self, "tool_name"))
 
     def _parse_ckpt_path(self) -> None:
         subcommand = self.config.get("subcommand")
@@ -200,45 +212,6 @@ def built_key(err: BaseException) -> str:
         if f".{base}'" in message:
             return key
     return "trainer.logger" if "Logger'" in message else "trainer"
-
-
-def one_progress_bar(config: Any) -> None:
-    """Keep the progress bar (and the model summary) named last: configs/trainer/rich.yaml stacked on the default
-    config (which names a TQDM bar, to set its refresh rate) replaces it, where Lightning would refuse two
-    progress bars. With `--trainer.enable_progress_bar false` (or enable_model_summary false) none is kept, where
-    Lightning would refuse the one named."""
-    from lightning.pytorch.callbacks import ModelSummary
-    from lightning.pytorch.callbacks.progress import ProgressBar
-
-    trainer = config.get("trainer") or {}
-    for flag, base in (("enable_progress_bar", ProgressBar), ("enable_model_summary", ModelSummary)):
-        callbacks = trainer.get("callbacks") or []
-        found = [i for i, c in enumerate(callbacks) if is_a(c, base)]
-        keep = found[-1:] if trainer.get(flag) is not False else []
-        if len(found) > len(keep):
-            trainer.callbacks = [c for i, c in enumerate(callbacks) if i not in found or i in keep]
-
-
-def is_a(callback: Any, base: type) -> bool:
-    """Whether a callback of the config (a class_path and init_args, or an object) is a `base`."""
-    class_path = str(callback.get("class_path", "")) if hasattr(callback, "get") else ""
-    try:
-        cls = import_class(class_path, "trainer.callbacks") if class_path else type(callback)
-    except (ValueError, ImportError):
-        return False  # Lightning reports a bad class_path when it builds the callback
-    return isinstance(cls, type) and issubclass(cls, base)
-
-
-def drop_logger_callbacks_without_logger(config: Any) -> None:
-    """`--trainer.logger false` turns the logs off: the default config's LearningRateMonitor, which Lightning
-    refuses without a logger (once training starts), goes too. The template's views skip themselves."""
-    trainer = config.get("trainer") or {}
-    if trainer.get("logger") not in (False, []) or not trainer.get("callbacks"):
-        return
-    kept = [c for c in trainer.callbacks if not str(c.get("class_path", "")).endswith("LearningRateMonitor")]
-    if len(kept) < len(trainer.callbacks):
-        rank_zero_info("trainer.logger is false: the learning rate is not logged (LearningRateMonitor left out).")
-        trainer.callbacks = kept
 
 
 def cli_kwargs() -> dict[str, Any]:
