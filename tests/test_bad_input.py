@@ -172,6 +172,7 @@ CASES = [
     ("val_fraction", [*FIT, "--data.init_args.val_fraction=1.5"], "data.val_fraction"),
     ("batch_size_type", [*FIT, "--data.init_args.batch_size=big"], "data.init_args.batch_size"),
     ("sampler", [*FIT, "--data.init_args.sampler=sideways"], "data.init_args.sampler"),
+    ("smote_on_images", [*FIT, "--data.init_args.sampler=smote"], "data.sampler=smote"),  # digits: (1, 8, 8)
     ("data_unknown_key", [*FIT, "--data.init_args.batch_sizes=8"], "batch_sizes"),
     # trainer.*
     ("max_epochs", [*FIT, "--trainer.max_epochs=many"], "trainer.max_epochs"),
@@ -219,6 +220,30 @@ CASES = [
         "model.init_args.net.init_args.widths",
     ),
     ("predict_ckpt_missing", ["predict", "--config={run}/config.yaml", "--ckpt_path={tmp}/gone.ckpt"], "gone.ckpt"),
+    # --init_from (a new run from another run's weights) and the Freeze callback
+    ("init_from_missing", [*FIT, "--init_from={tmp}/missing.ckpt"], "missing.ckpt does not exist"),
+    ("init_from_text_file", [*FIT, "--init_from={tmp}/notes.ckpt"], "notes.ckpt is not a readable checkpoint"),
+    (
+        "init_from_other_net",
+        [*FIT, "--model.init_args.net.class_path=proj.nets.MLP", "--init_from={run}/checkpoints/best-00.ckpt"],
+        "model.init_args.net",
+    ),
+    (
+        "init_from_other_width",  # only the head's bias (10 classes either way) would fit: no layer weight does
+        [*FIT, "--model.init_args.net.init_args.widths=[8, 16]", "--init_from={run}/checkpoints/best-00.ckpt"],
+        "not one layer weight",
+    ),
+    (
+        "init_from_with_ckpt_path",
+        [*FIT, "--ckpt_path={run}/checkpoints/best-00.ckpt", "--init_from={run}/checkpoints/best-00.ckpt"],
+        "--ckpt_path",
+    ),
+    ("init_from_with_resume", ["fit", "--resume={run}", "--init_from={run}/checkpoints/best-00.ckpt"], "--resume"),
+    (
+        "freeze_pattern",
+        [*FIT, "--trainer.callbacks=[{class_path: proj.callbacks.Freeze, init_args: {pattern: x}}]"],
+        "Freeze.pattern",
+    ),
     # the template's subcommands
     (
         "tune_space_key",

@@ -1,10 +1,16 @@
-"""On the embedded imbalanced digits, oversampling and class weights each raise macro recall above no correction."""
+"""Imbalanced classes: on the embedded imbalanced digits, oversampling and class weights each raise macro recall
+above no correction; on the imbalanced breast-cancer table, SMOTE adds synthetic minority rows to the training
+split only, seeded, and is refused for images."""
 
 import pytest
+import torch
 
-from conftest import CONFIGS, DEFAULT, cli
+from proj.data import CSVDataModule, DataError
+from proj.data.imbalanced_table import write_imbalanced_table
 
-pytestmark = pytest.mark.slow
+from conftest import CONFIGS, DEFAULT, QUICK, cli, usage_error
+
+pytestmark = pytest.mark.xdist_group("imbalanced_table")  # the module-scoped table is written once, on one worker
 
 
 def macro_recall(experiment: str) -> float:
@@ -20,6 +26,7 @@ def macro_recall(experiment: str) -> float:
     return float(result.trainer.callback_metrics["test/recall"])  # on the full, balanced test split
 
 
+@pytest.mark.slow
 def test_oversampling_and_class_weights_beat_no_correction(in_tmp):
     baseline = macro_recall("none")
     oversampled = macro_recall("oversample")
@@ -27,3 +34,61 @@ def test_oversampling_and_class_weights_beat_no_correction(in_tmp):
     print(f"macro recall: none {baseline:.3f}, oversample {oversampled:.3f}, class weights {weighted:.3f}")
     assert oversampled > baseline + 0.1
     assert weighted > baseline + 0.1
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> str:
+    """The imbalanced table of configs/data/imbalanced_table.yaml: 21 malignant rows, 357 benign."""
+    return str(write_imbalanced_table(str(tmp_path_factory.mktemp("table") / "imbalanced_table.csv")))
+
+
+def table_module(table: str, **kwargs) -> CSVDataModule:
+    dm = CSVDataModule(path=table, target="diagnosis", val_fraction=0.1, test_fraction=0.3, **kwargs)
+    dm.setup()
+    return dm
+
+
+def test_smote_balances_the_training_split_only(table):
+    plain, smote = table_module(table), table_module(table, sampler="smote")
+    for split in ("val", "test"):  # untouched: the same real rows
+        (px, py), (sx, sy) = plain.splits[split].tensors, smote.splits[split].tensors
+        assert torch.equal(px, sx) and torch.equal(py, sy)
+    real_x, real_y = plain.splits["train"].tensors
+    x, y = smote.splits["train"].tensors
+    assert torch.equal(x[: len(real_x)], real_x) and torch.equal(y[: len(real_y)], real_y)  # real rows first
+    counts = torch.bincount(y).tolist()
+    assert counts[0] == counts[1] == int(torch.bincount(real_y).max())  # every class as large as the largest
+    assert smote.stats == plain.stats  # standardisation and imputation fitted on the real training rows only
+    minority = smote.classes.index("malignant")
+    assert set(y[len(real_y) :].tolist()) == {minority}
+    new, members = x[len(real_x) :], real_x[real_y == minority]
+    assert (new >= members.min(0).values - 1e-4).all() and (new <= members.max(0).values + 1e-4).all()
+    ids = smote.sample_ids("train")
+    assert len(ids) == len(y) and ids[-1] == f"synthetic:{len(y) - len(real_y) - 1}"
+
+
+def test_smote_rows_follow_the_split_seed(table):
+    synthetic = [table_module(table, sampler="smote", split_seed=s).splits["train"].tensors[0] for s in (0, 0, 1)]
+    assert torch.equal(synthetic[0], synthetic[1])
+    assert synthetic[0].shape != synthetic[2].shape or not torch.equal(synthetic[0], synthetic[2])
+
+
+def test_smote_names_the_class_with_too_few_rows(table):
+    with pytest.raises(DataError, match=r"class 'malignant' has \d+ training row.*smote_neighbors to at most"):
+        table_module(table, sampler="smote", smote_neighbors=20)
+
+
+def test_smote_is_refused_for_images(capsys, in_tmp):
+    line = usage_error(capsys, "fit", "--config", DEFAULT, *QUICK, "--data.init_args.sampler=smote")
+    assert "data.sampler=smote" in line and "blurred non-images" in line and "oversample" in line
+
+
+def test_a_fit_with_smote_trains(table, in_tmp):
+    result = cli(
+        "fit", "--config", DEFAULT, "--config", str(CONFIGS / "experiment" / "table_smote.yaml"), *QUICK,
+        f"--data.init_args.path={table}", "--trainer.limit_train_batches=8",
+        "--model.init_args.optim.stages=[{optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 0.01}}}]",
+    )  # fmt: skip
+    labels = result.datamodule.splits["train"].tensors[1]
+    assert len(set(torch.bincount(labels).tolist())) == 1  # the run trained on the balanced split
+    assert float(result.trainer.callback_metrics["test/recall"]) > 0.6  # chance is 0.5

@@ -13,7 +13,6 @@ else happens batched on the training device in `on_after_batch_transfer`: scalin
 and MixUp / CutMix (training batches only), then standardisation with statistics of the training split.
 """
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as L
@@ -25,8 +24,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from proj.data.augment import BatchMix
 from proj.data.device import DeviceBatches
 from proj.data.errors import DataError
+from proj.data.resampling import check_smote_settings, smote_split, synthetic_ids
 from proj.data.sampling import ClassBalancedSampler, EpochShuffle, ResumableLoader, SamplerMode, run_seed
 from proj.data.splits import check_split_settings, split_indices
+from proj.data.standardization import channel_stats, standardize
 from proj.data.targets import TaskTargets, target_stats
 
 Arrays = tuple[np.ndarray | Tensor, np.ndarray | Tensor]
@@ -45,9 +46,10 @@ class ArrayDataModule(TaskTargets, L.LightningDataModule):
         num_workers, pin_memory, persistent_workers: DataLoader settings. In-memory data needs no workers.
         val_fraction, test_fraction: shares of the data for validation and test (test_fraction is ignored
             by datasets with a fixed test set, such as CIFAR).
-        split_seed: seed of the split (stratified for classification) and of the resampling sampler.
+        split_seed: seed of the split (stratified for classification), of the resampling sampler and of SMOTE.
         standardize: subtract the mean and divide by the std of each channel / feature of the training split.
-        sampler: none | oversample | undersample | balanced: rebalance classes in each training epoch.
+        sampler: none | oversample | undersample | balanced: rebalance classes in each training epoch;
+            smote (tables only): add synthetic minority rows to the training split, once (resampling.py).
         class_weights: none | balanced | one weight per class: the model's loss weights (linked into it).
         augment: kornia augmentations (class_path list), applied to training batches on their device.
         mixup_alpha, cutmix_alpha: > 0 turns MixUp / CutMix on (Beta(alpha, alpha)); targets become soft.
@@ -59,6 +61,7 @@ class ArrayDataModule(TaskTargets, L.LightningDataModule):
             (an image folder's predict_root, a CSV's predict_path).
         cv_folds, cv_fold: k-fold cross-validation (`python -m proj cv`): the test split is fold `cv_fold` of a
             `cv_folds`-fold partition (stratified for classification); validation is carved out of the others.
+        smote_neighbors: sampler smote: the nearest same-class rows each synthetic row may lie towards.
     """
 
     input_shape: tuple[int, ...]
@@ -85,14 +88,16 @@ class ArrayDataModule(TaskTargets, L.LightningDataModule):
         predict_split: Literal["train", "val", "test"] = "test",
         cv_folds: int = 0,
         cv_fold: int = 0,
+        smote_neighbors: int = 5,
     ) -> None:
         super().__init__()
         for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
             if value < least:
                 raise DataError(f"data.{name}={value} must be at least {least}")
         check_split_settings(val_fraction, test_fraction, cv_folds, cv_fold)
-        if sampler not in ("none", "oversample", "undersample", "balanced"):
-            raise DataError(f"data.sampler={sampler!r}: expected none, oversample, undersample or balanced")
+        if sampler not in ("none", "oversample", "undersample", "balanced", "smote"):
+            raise DataError(f"data.sampler={sampler!r}: expected none, oversample, undersample, balanced or smote")
+        check_smote_settings(sampler, getattr(self, "input_shape", None), smote_neighbors)
         self.check_task(sampler, class_weights, mixup_alpha, cutmix_alpha)
         self.save_hyperparameters(ignore=["augment"])
         self.batch_size = batch_size
@@ -127,7 +132,7 @@ class ArrayDataModule(TaskTargets, L.LightningDataModule):
     def sample_ids(self, split: str) -> list[str]:
         if split == "predict":
             return self.predict_ids
-        return [self.sample_id(int(i)) for i in self.indices[split]]
+        return synthetic_ids(len(self.splits[split]), [self.sample_id(int(i)) for i in self.indices[split]])
 
     def preprocess(self, x: Tensor, train: Tensor) -> Tensor:
         """Fit anything else on the training rows `train` (keep it in self.stats) and apply it to all of x."""
@@ -165,6 +170,9 @@ class ArrayDataModule(TaskTargets, L.LightningDataModule):
         if not self.is_classification and "target_mean" not in self.stats:
             self.stats["target_mean"], self.stats["target_std"] = target_stats(y[indices["train"]])
         self.splits = {name: TensorDataset(x[idx], y[idx]) for name, idx in indices.items()}
+        if self.hparams.sampler == "smote":  # after the statistics: they describe the real training rows only
+            hp = self.hparams
+            self.splits["train"] = smote_split(self.splits["train"], hp.smote_neighbors, hp.split_seed, self.classes)
         self.indices = indices
         new = self.load_predict_arrays()
         if new is not None:  # unlabelled: label -1 (NaN for values), preprocessed with the training statistics
@@ -193,7 +201,8 @@ class ArrayDataModule(TaskTargets, L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         mode, seed = self.hparams.sampler, self.hparams.split_seed
-        sampler = None if mode == "none" else ClassBalancedSampler(self.train_labels(), mode, seed)
+        # smote: the split itself is balanced (setup), and is shuffled like an unresampled one
+        sampler = None if mode in ("none", "smote") else ClassBalancedSampler(self.train_labels(), mode, seed)
         self.prepared = False
         if self.trainer is not None and self.resident():
             return self.device_batches(sampler)
@@ -270,24 +279,3 @@ class ArrayDataModule(TaskTargets, L.LightningDataModule):
         if self.splits:
             self.splits = {}
             self.setup()
-
-
-def channel_stats(x: Tensor, scale: float = 1.0, chunk: int = 4096) -> tuple[list[float], list[float]]:
-    """Mean and std of each channel (dim 1) over samples and positions, in float64, a chunk at a time."""
-    total = count = total_sq = 0
-    dims = [d for d in range(x.ndim) if d != 1]
-    for start in range(0, len(x), chunk):
-        part = x[start : start + chunk].double() * scale
-        total = total + part.sum(dim=dims)
-        total_sq = total_sq + (part**2).sum(dim=dims)
-        count += part.numel() // part.shape[1]
-    mean = total / count
-    std = (total_sq / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)  # a constant channel stays finite
-    return mean.tolist(), std.tolist()
-
-
-def standardize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(shape)
-    std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(shape)
-    return (x - mean_t) / std_t

@@ -17,7 +17,8 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-SamplerMode = Literal["none", "oversample", "undersample", "balanced"]
+# smote is not a sampler: it adds rows to the training split once, in setup (resampling.py)
+SamplerMode = Literal["none", "oversample", "undersample", "balanced", "smote"]
 
 
 class ClassBalancedSampler(Sampler[int]):

@@ -6,6 +6,9 @@ Missing feature values (empty, NA, NaN) are imputed with the training split's me
 feature is standardised with training statistics; both are saved with the run. A non-numeric feature, an
 unknown column or a missing (or, for regression, non-numeric) target is reported by column and row before
 training.
+
+For an imbalanced table, `sampler: smote` adds synthetic minority rows to the training split (resampling.py),
+besides the samplers and class weights every data module has.
 """
 
 import csv
