@@ -121,8 +121,11 @@ def test_tune_and_cv_optimise_a_regression_metric(in_tmp):
     (in_tmp / "search.yaml").write_text(SEARCH)
     study = cli("tune", *ARGS, "--config", str(in_tmp / "search.yaml"), *SHORT)
     assert len(study.trials) == 2 and all(np.isfinite(t.value) and t.value > 0 for t in study.trials)
-    summary = cli("cv", *ARGS, *SHORT, "--folds", "2")
+    mlflow = str(CONFIGS / "logger" / "mlflow.yaml")  # a logger whose save_dir property is its run directory
+    summary = cli("cv", *ARGS, "--config", mlflow, *SHORT, "--folds", "2")
     assert set(summary["mean"]) >= {"test/r2", "test/rmse", "test/mae", "test/loss"}
+    # the folds land in logs/<name>_cv/ whatever the logger, as README says
+    assert sorted(p.name for p in (in_tmp / "logs" / "diabetes_regression_cv").glob("fold_*")) == ["fold_0", "fold_1"]
 
 
 def test_lr_find_on_the_regressor(in_tmp):

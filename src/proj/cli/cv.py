@@ -18,6 +18,7 @@ from typing import Any
 
 from proj.cli.lightning_cli import ToolCLI, lightning_main, run_tool
 from proj.cli.parser import UsageError
+from proj.cli.run_dir import logger_init_args
 
 
 def cross_validate(cli: ToolCLI, folds: int = 5) -> dict[str, Any]:
@@ -31,7 +32,10 @@ def cross_validate(cli: ToolCLI, folds: int = 5) -> dict[str, Any]:
     if cli.run_dir is not None:  # on a run's config.yaml: into <run>/cv/
         save_dir, run_name = cli.run_dir, "cv"
     else:
-        save_dir, run_name = Path(cli.trainer.logger.save_dir), f"{cli.trainer.logger.name}_cv"
+        # As the config names them (TensorBoard's meaning, which the presets of configs/logger/ share): the MLflow
+        # and W&B loggers' save_dir property is their run directory.
+        init_args = next(iter(logger_init_args(cli.config)), {})
+        save_dir, run_name = Path(init_args.get("save_dir") or "logs"), f"{init_args.get('name') or 'default'}_cv"
     out = save_dir / run_name
     base = cli.write_fit_config(out / "config.yaml")
     results = []
