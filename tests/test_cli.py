@@ -125,9 +125,14 @@ def test_a_resumed_runs_config_still_tests_and_starts_new_runs(in_tmp):
     run = in_tmp / "logs" / "default" / "version_0"
     cli("fit", "--resume", str(run), "--trainer.max_epochs=3", "--test_after_fit=false")
     saved = (run / "config.yaml").read_text()
-    assert "max_epochs: 3" in saved and "resume: null" in saved and "ckpt_path: null" in saved
-    tested = cli("test", "--config", str(run / "config.yaml"), f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    assert "max_epochs: 3" in saved and "resume:" not in saved and "ckpt_path:" not in saved
+    last = run / "checkpoints" / "last.ckpt"
+    tested = cli("test", "--config", str(run / "config.yaml"), f"--ckpt_path={last}")
     assert "test/acc" in tested.trainer.callback_metrics and (run / "test").is_dir()
+    # the other order: config.yaml holds no ckpt_path that would reset the one given before it
+    again = cli("test", f"--ckpt_path={last}", "--config", str(run / "config.yaml"))
+    assert again.trainer.ckpt_path == str(last)
+    assert again.trainer.callback_metrics["test/acc"] == tested.trainer.callback_metrics["test/acc"]
     cli("fit", "--config", str(run / "config.yaml"), "--trainer.max_epochs=1", "--test_after_fit=false")
     assert sorted(p.name for p in run.parent.iterdir()) == ["version_0", "version_1"]  # a new run, not a resume
 

@@ -89,6 +89,10 @@ def run_of_config(cfg: Any) -> Path | None:
     return None
 
 
+# weights_only is always a choice for one command's file; the others are kept when set (a fine-tuned run's init_from).
+COMMAND_OPTIONS = ("resume", "ckpt_path", "init_from", "weights_only")
+
+
 class SaveRunConfig(SaveConfigCallback):
     """The run's config.yaml as a new run would write it: what `--resume` added (resume, the checkpoint, the
     logger's version) is left out, so `fit --config RUN/config.yaml` starts a new run from the same settings and
@@ -96,12 +100,17 @@ class SaveRunConfig(SaveConfigCallback):
 
     def __init__(self, parser: Any, config: Any, *args: Any, **kwargs: Any) -> None:
         self.resumed = bool(config.get("resume"))
+        config = config.clone()
         if self.resumed:
-            config = config.clone()
             config["resume"], config["ckpt_path"] = None, None
             for init_args in logger_init_args(config):
                 if "version" in init_args:
                     init_args["version"] = None
+        # Options of one command, not settings of the run: written as null they would reset what the command line
+        # gave before `--config RUN/config.yaml` (`test --ckpt_path X --config RUN/config.yaml` tested fresh weights).
+        for key in COMMAND_OPTIONS:
+            if key in config and (config[key] is None or key == "weights_only"):
+                del config[key]
         super().__init__(parser, config, *args, **kwargs)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
