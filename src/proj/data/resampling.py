@@ -15,6 +15,7 @@ The draw is seeded by `split_seed`: the same split and the same synthetic rows o
 from collections.abc import Sequence
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import TensorDataset
 
 from proj.data.errors import DataError
@@ -46,7 +47,14 @@ def smote_split(train: TensorDataset, neighbors: int, seed: int, classes: Sequen
     sampler = SMOTE(k_neighbors=neighbors, random_state=seed)
     scaled, labels = sampler.fit_resample((real - mean) / std, y.numpy())
     synthetic = torch.as_tensor(scaled[len(real) :] * std + mean, dtype=x.dtype)
-    return TensorDataset(torch.cat([x, synthetic]), torch.cat([y, torch.as_tensor(labels[len(real) :], dtype=y.dtype)]))
+    new_labels = torch.as_tensor(labels[len(real) :], dtype=y.dtype)
+    added = {name_of(int(c), classes): int(n) for c, n in zip(*new_labels.unique(return_counts=True), strict=True)}
+    rank_zero_info(f"SMOTE: {len(synthetic)} synthetic training rows added ({added}); validation and test untouched")
+    return TensorDataset(torch.cat([x, synthetic]), torch.cat([y, new_labels]))
+
+
+def name_of(label: int, classes: Sequence[str]) -> str:
+    return str(classes[label]) if label < len(classes) else str(label)
 
 
 def check_class_sizes_for_smote(y: torch.Tensor, neighbors: int, classes: Sequence[str] = ()) -> None:
@@ -55,7 +63,7 @@ def check_class_sizes_for_smote(y: torch.Tensor, neighbors: int, classes: Sequen
     largest = int(counts.max())
     for c, count in enumerate(counts.tolist()):
         if 0 < count < largest and count <= neighbors:
-            name = classes[c] if c < len(classes) else str(c)
+            name = name_of(c, classes)
             fix = f"set data.smote_neighbors to at most {count - 1}, or " if count > 1 else ""
             raise DataError(
                 f"data.sampler=smote: class {name!r} has {count} training row(s), but SMOTE interpolates towards "
