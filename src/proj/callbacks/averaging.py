@@ -33,6 +33,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from proj.optim.config import switches_modes
+
 AVERAGING = (WeightAveraging, StochasticWeightAveraging)
 
 
@@ -236,7 +238,7 @@ def refuse_schedule_free(pl_module: L.LightningModule, name: str) -> None:
     weights for validation and checkpoints: a second average would fight over the same weights."""
     for stage in getattr(pl_module, "stages", []):
         cls = stage.optimizer.cls
-        if callable(getattr(cls, "train", None)) and callable(getattr(cls, "eval", None)):
+        if switches_modes(cls):
             raise ValueError(
                 f"{name}: model.init_args.{stage.optimizer.where} {cls.__name__} is schedule-free: it averages its "
                 "weights by itself. Use it without configs/callbacks/ema.yaml / swa.yaml, or choose another optimizer"

@@ -25,7 +25,7 @@ from typing import Any
 import lightning.pytorch as L
 from torch import Tensor
 
-from proj.optim.groups import switches_modes
+from proj.optim.config import switches_modes
 
 
 class OptimizerModes(L.LightningModule):

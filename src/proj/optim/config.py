@@ -12,6 +12,7 @@ AdamW's weight decay and warmup. As plain dicts, a later file's `stages` list re
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -170,6 +171,7 @@ def parse_stage(d: Any, where: str) -> Stage:
 
 def check_stage(stage: Stage, chain: bool) -> None:
     where = stage.where
+    check_schedule_free(stage)
     if stage.schedulers and stage.interval not in ("step", "epoch"):
         raise ValueError(
             f"{where}.interval={stage.interval!r}: set it to 'step' or 'epoch', the unit in which "
@@ -235,3 +237,29 @@ def int_list(d: dict[str, Any], key: str, where: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise ValueError(f"{where}.{key}={value!r} must be a list of integers")
     return value
+
+
+def switches_modes(optimizer: Optimizer | type) -> bool:
+    """Whether an optimizer (or its class) has train() / eval() modes, as Schedule-Free ones do: while training the
+    parameters hold the point where gradients are taken, after eval() the averaged weights to evaluate and save."""
+    return callable(getattr(optimizer, "train", None)) and callable(getattr(optimizer, "eval", None))
+
+
+def check_schedule_free(stage: Stage) -> None:
+    """A Schedule-Free optimizer replaces the schedule by averaging: a scheduler or the stage's separate warmup
+    would rescale the lr that its averaging weights are computed from. It warms up by itself (`warmup_steps`)."""
+    cls = stage.optimizer.cls
+    if not switches_modes(cls):
+        return
+    own = "optimizer.init_args.warmup_steps" if "warmup_steps" in inspect.signature(cls).parameters else None
+    if stage.warmup_steps:
+        fix = f"set its {own}: {stage.warmup_steps} instead" if own else "remove it"
+        raise ValueError(
+            f"{stage.where}.warmup_steps={stage.warmup_steps}: {cls.__name__} is schedule-free and warms up by "
+            f"itself; {fix}"
+        )
+    if stage.schedulers:
+        raise ValueError(
+            f"{stage.where}.lr_scheduler: {cls.__name__} is schedule-free (it averages its iterates instead of "
+            f"decaying the lr); remove lr_scheduler and interval" + (f", warm up with {own}" if own else "")
+        )
