@@ -4,6 +4,8 @@ Run safety: checkpointing.py (atomic writes, last.ckpt every epoch), guards.py (
 weight; say why a run stopped early), preemption.py (save on SIGTERM / SIGUSR1), rng_state.py (RNG states in
 checkpoints).
 Outputs: predictions.py (predict writes predictions.csv), pruning.py (gradual magnitude pruning).
+Records: run_record.py (run.json and model_card.md in every run directory; the CLI adds it), with run_facts.py
+(git, packages, device, the card's facts) and model_card.py (the card, keeping what its author wrote).
 Fine-tuning: finetuning.py (freeze part of the net for the first epochs).
 Weight averaging: averaging.py (EMA and SWA, whose average is what is validated, saved and tested).
 TensorBoard views: confusion_matrix.py and prediction_scatter.py (each for its task), sample_grid.py,

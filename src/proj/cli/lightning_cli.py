@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from proj.callbacks.run_record import recorded, run_record
 from proj.cli.callback_list import drop_logger_callbacks_without_logger, one_progress_bar
 from proj.cli.checkpoint_model import (
     UNREADABLE,
@@ -64,7 +65,7 @@ class ProjCLI(LightningCLI):
     def __init__(self, *args: Any, run: bool = True, **kwargs: Any) -> None:
         self.subcommands_mode = run  # add_arguments_to_parser runs inside super().__init__
         self.changed_model_keys: list[str] = []  # model values given over a checkpoint's hyper-parameters
-        self.loop = LoopStarted()
+        self.loop, self.argv = LoopStarted(), list(kwargs.get("args") or [])  # argv: for run.json
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=ARGS_WARNING)
             try:
@@ -142,7 +143,7 @@ class ProjCLI(LightningCLI):
             if isinstance(err, UsageError):
                 raise
             raise UsageError(construction_error(err, built_key(err))) from err
-        self.trainer.callbacks.append(self.loop)
+        self.trainer.callbacks.extend([self.loop, *run_record(self)])  # run.json where config.yaml goes
 
     def after_instantiate_classes(self) -> None:
         # A model changed over its checkpoint must still take the checkpoint's weights: refuse it here, naming
@@ -293,7 +294,7 @@ class ToolCLI(ProjCLI):
 def run_tool(name: str, entry: Callable[..., Any], args: list[str]) -> Any:
     """Parse `args` for subcommand `name` and call its entry function with the built CLI and its options."""
     cli = ToolCLI(name, entry, args)
-    try:
-        return entry(cli, **cli.options())
+    try:  # recorded in the run's run.json when it works on a run
+        return recorded(cli.run_dir, [name, *args], lambda: entry(cli, **cli.options()))
     except UsageError as err:
         exit_with_usage_error(f"python -m proj {name}", str(err))
