@@ -16,7 +16,7 @@ setup: $(STAMP)
 export PYTHONDONTWRITEBYTECODE :=
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt -e ".[dev,hpo,ray,export,loggers,optim]"
+	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt -e ".[dev,hpo,ray,export,loggers,optim,serve]"
 	touch $(STAMP)
 
 fit: setup

@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("ResNet throughput (tiny on CPU; run it without --tiny on a GPU)", ["gpu_throughput.py", "--tiny"]),
     ("Activation checkpointing: peak memory and step time", ["activation_checkpointing.py"]),
     ("Deployment formats", ["export.py"]),
+    ("Serving: dynamic batching, ONNX and PyTorch backends", ["serve.py"]),
     ("Hyper-parameter search: pruning", ["hpo_pruning.py"]),
 ]
 

@@ -30,6 +30,7 @@ OWN_OPTIONS = {
     "schedule": ["--out"],
     "export": ["--ckpt_path", "--format", "--quantize", "--out"],
     "new": ["folder", "--name"],
+    "serve": ["target", "--port", "--backend", "--max_batch_size", "--batch_timeout", "--workers"],
 }
 SUBCOMMANDS = [*LIGHTNING, *COMMANDS]
 

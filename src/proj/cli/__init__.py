@@ -43,6 +43,7 @@ COMMANDS = {
     "batch_size_find": ("proj.cli.finders", "the largest batch size that fits, as an override"),
     "schedule": ("proj.cli.schedule", "draw the lr of every step of a run, before training"),
     "export": ("proj.cli.export", "ONNX / TorchScript (int8) of a checkpoint, checked"),
+    "serve": ("proj.cli.serve", "an HTTP server for a run's model (LitServe): predict, info, metrics"),
     "new": ("proj.cli.new", "copy the template into a new, renamed project"),
 }
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from proj.callbacks.checkpointing import run_dir_of_checkpoint
+from proj.callbacks.run_record import carry_run_record
 from proj.cli.checkpoint_model import read_checkpoint
 from proj.cli.lightning_cli import ToolCLI, run_tool
 from proj.cli.parser import UsageError
@@ -109,6 +110,7 @@ def export_run(
         "task": model.task,
         "classes": list(getattr(model, "class_names", [])),
         "target_names": list(getattr(model, "target_names", [])),
+        "features": list(getattr(dm, "features", None) or []),  # a table's training columns, in input order
         "input_shape": ["batch", *dm.input_shape],
         "input_dtype": str(dm.splits["test"].tensors[0].dtype).replace("torch.", ""),
         "output": f"{output_name(model.task)} (batch, {model.num_outputs})",
@@ -120,6 +122,7 @@ def export_run(
         "measured": report,
     }
     (out / "model.json").write_text(json.dumps(info, indent=2))
+    carry_run_record(cli.run_dir or run_dir_of_checkpoint(ckpt), out)  # run.json and model_card.md beside it
     print(f"exported {path} (max |difference| from PyTorch {diff:.1e}); {out / 'model.json'}")
     score = next((k for k in report["pytorch fp32"] if k.startswith("test_")), None)  # accuracy or rmse
     print(f"{'model':<16}{'size KB':>10}{'ms batch 1':>12}{'ms batch 64':>13}{(score or '').replace('_', ' '):>15}")

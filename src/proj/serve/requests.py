@@ -1,0 +1,134 @@
+"""A JSON request -> the model's raw input array, or a BadRequest that names the field at fault.
+
+    {"inputs": [SAMPLE, ...]}   SAMPLE: nested lists of raw values of the model's input shape (a 1-channel
+                                image may leave out its channel axis), or a base64 PNG (images only)
+    {"rows": [{"age": 59, "sex": 2, ...}, ...]}   tables: one object per row, keyed by the training columns
+
+Raw values are those the data module stores (digits 0..16, uint8 images 0..255, table rows in their units): the
+backend applies the run's scaling and standardisation, so a client never re-implements them. A PNG's pixel
+values are taken as the raw values. The same check runs twice: in the HTTP process, before a request joins a
+batch (one bad request must not fail the batch it would have joined), and in the worker, on trusted input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+NUMBER_KINDS = "iuf"  # numpy kinds of JSON numbers: booleans, strings and nulls are not pixel values
+
+
+class BadRequest(ValueError):
+    """A request the model cannot take: `field` is where in the JSON body (inputs[3], rows[0].bmi, body)."""
+
+    def __init__(self, field: str, message: str, status: int = 422):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message, self.status = field, message, status
+
+    def body(self) -> dict[str, Any]:
+        return {"error": str(self), "field": self.field}
+
+
+@dataclass
+class InputSpec:
+    """What one sample must look like: the facts of model.json (input_shape, input_dtype, features)."""
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    features: list[str] = field(default_factory=list)
+    max_samples: int = 256
+
+    @classmethod
+    def from_facts(cls, facts: dict[str, Any], max_samples: int = 256) -> InputSpec:
+        shape = tuple(int(n) for n in facts["input_shape"][1:])  # ["batch", C, H, W]
+        return cls(shape, facts.get("input_dtype", "float32"), list(facts.get("features") or []), max_samples)
+
+    def decode(self, payload: Any) -> np.ndarray:
+        """The batch of raw inputs a request holds, of shape (n, *shape) and the model's dtype."""
+        if not isinstance(payload, dict) or len({"inputs", "rows"} & set(payload)) != 1:
+            raise BadRequest("body", f"expected a JSON object with one key, inputs or rows; {self.example()}", 400)
+        key = "rows" if "rows" in payload else "inputs"
+        items = payload[key]
+        if not isinstance(items, list) or not items:
+            raise BadRequest(key, "expected a non-empty list of samples")
+        if len(items) > self.max_samples:
+            raise BadRequest(key, f"{len(items)} samples; at most {self.max_samples} per request (--max_samples)", 413)
+        if key == "rows":
+            return np.stack([self.row(r, f"rows[{i}]") for i, r in enumerate(items)])
+        return np.stack([self.sample(s, f"inputs[{i}]") for i, s in enumerate(items)])
+
+    def example(self) -> str:
+        if self.features:
+            return f'e.g. {{"rows": [{{{", ".join(f"{f!r}: ..." for f in self.features[:3])}, ...}}]}}'
+        return f'e.g. {{"inputs": [nested lists of shape {list(self.shape)}{" or base64 PNG" * self.is_image}]}}'
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+    def sample(self, value: Any, where: str) -> np.ndarray:
+        if isinstance(value, str):
+            if not self.is_image:
+                raise BadRequest(where, f"a string; expected a list of {self.shape[0]} numbers")
+            return self.checked(png_pixels(value, where), where)
+        try:
+            array = np.asarray(value)
+        except ValueError:  # ragged nested lists
+            raise BadRequest(where, f"ragged nested lists; expected shape {list(self.shape)}") from None
+        if self.is_image and self.shape[0] == 1 and array.shape == self.shape[1:]:
+            array = array[None]  # a grey image without its channel axis
+        return self.checked(array, where)
+
+    def checked(self, array: np.ndarray, where: str) -> np.ndarray:
+        if array.shape != self.shape:
+            raise BadRequest(where, f"shape {list(array.shape)}; expected {list(self.shape)}")
+        if array.dtype.kind not in NUMBER_KINDS:
+            raise BadRequest(where, f"holds {kind_name(array)}; expected numbers ({self.dtype})")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise BadRequest(where, "holds NaN or infinity; expected finite numbers")
+        if self.dtype.startswith(("uint", "int")):
+            info = np.iinfo(self.dtype)
+            if (array != np.round(array)).any() or array.min() < info.min or array.max() > info.max:
+                raise BadRequest(where, f"expected whole numbers {info.min}..{info.max} ({self.dtype})")
+        return array.astype(self.dtype)
+
+    def row(self, value: Any, where: str) -> np.ndarray:
+        if not self.features:
+            raise BadRequest("rows", 'this model takes "inputs" (it was not trained on named columns)', 400)
+        if not isinstance(value, dict):
+            raise BadRequest(where, f"expected an object keyed by the columns {self.features}")
+        missing = [c for c in self.features if c not in value]
+        if missing:
+            raise BadRequest(f"{where}.{missing[0]}", f"missing column (every row needs {self.features})")
+        unknown = sorted(set(value) - set(self.features))
+        if unknown:
+            raise BadRequest(f"{where}.{unknown[0]}", f"not a training column; the columns are {self.features}")
+        for column in self.features:
+            number = value[column]
+            if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
+                raise BadRequest(f"{where}.{column}", f"{number!r} is not a finite number")
+        return np.array([value[c] for c in self.features], dtype=self.dtype)
+
+
+def png_pixels(text: str, where: str) -> np.ndarray:
+    """A base64 PNG (or any image PIL reads) as a (C, H, W) array of its pixel values."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(text, validate=True)))
+        pixels = np.asarray(image)
+    except (binascii.Error, ValueError):
+        raise BadRequest(where, "a string that is not base64; expected a base64 PNG or nested lists") from None
+    except (UnidentifiedImageError, OSError):
+        raise BadRequest(where, "base64 of something that is not an image; expected a PNG") from None
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def kind_name(array: np.ndarray) -> str:
+    return {"b": "booleans", "U": "strings", "S": "bytes", "O": "nulls or mixed values"}.get(array.dtype.kind, "?")
