@@ -144,29 +144,42 @@ class PlainModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        return self.loss_fn(self.net(x), y)
+        loss = self.loss_fn(self.net(x), y)
+        self.log("train_loss", loss)  # what a user's module logs
+        return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self.log("val_acc", (self.net(x).argmax(1) == y).float().mean())
+        logits = self.net(x)
+        self.log("val_loss", self.loss_fn(logits, y))
+        self.log("val_acc", (logits.argmax(1) == y).float().mean())
 
     def configure_optimizers(self):
         return [self.opt], [{"scheduler": s, "interval": "step"} for s in self.schedulers]
 
 
-def plain_lightning(epochs: int) -> tuple[float, int]:
+BARE = dict(
+    logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    num_sanity_val_steps=0,
+)  # fmt: skip
+
+
+def plain_lightning(epochs: int, bare: bool = False, phases: dict | None = None) -> tuple[float, int]:
+    """Lightning's Trainer with its defaults (TensorBoard logger, a checkpoint every epoch, the progress bar, the
+    model summary, the sanity check), or `bare`: all of those off, Lightning's floor."""
     torch.manual_seed(0)
     x, y, vx, vy = digits()
     train = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True)
     val = DataLoader(TensorDataset(vx, vy), batch_size=BATCH)
     model = PlainModule(epochs * len(train))
-    trainer = L.Trainer(
-        max_epochs=epochs, gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-    )  # fmt: skip
+    clock = Phases()
+    trainer = L.Trainer(max_epochs=epochs, gradient_clip_val=1.0, callbacks=[clock], **(BARE if bare else {}))
     start = time.perf_counter()
     trainer.fit(model, train, val)
-    return time.perf_counter() - start, trainer.global_step
+    seconds, steps = time.perf_counter() - start, trainer.global_step
+    if phases is not None:
+        split(phases, seconds, steps, trainer.current_epoch, clock.in_steps, clock.in_validation)
+    return seconds, steps
 
 
 def template(epochs: int, extra: tuple[str, ...] = (), phases: dict | None = None) -> tuple[float, int]:
@@ -193,11 +206,12 @@ def main() -> None:
     os.chdir(tempfile.mkdtemp(prefix="overhead_"))  # the template's logs and checkpoints land there
     ours, loop, plain = "template (default config)", "hand-written loop", "plain Lightning"
     fused, resident, loader = "hand-written loop, fused AdamW", ours, "template, device_resident: false"
-    phases = {"hand-written loop, fused AdamW": {}, "template (default config)": {}}  # same optimizer kernel
+    phases = {fused: {}, plain: {}, ours: {}}
     runs = {
         "hand-written loop": hand_written,
         "hand-written loop, fused AdamW": lambda e: hand_written(e, fused=True, phases=phases[fused]),
-        "plain Lightning": plain_lightning,
+        "plain Lightning": lambda e: plain_lightning(e, phases=phases[plain]),
+        "plain Lightning, bare Trainer": lambda e: plain_lightning(e, bare=True),
         "template (default config)": lambda e: template(e, phases=phases[ours]),
         "template, device_resident: false": lambda e: template(e, ("--data.init_args.device_resident=false",)),
     }
@@ -223,10 +237,10 @@ def main() -> None:
         per_second = n_train / (steps_per_epoch * statistics.median(values) / 1000)
         print(f"{name:<44}{per_second:>20.0f} training samples/s")
     print(f"\nwhere the time goes (median of {args.repeats} runs; the epoch has {steps_per_epoch} steps)")
-    print(f"{'':<36}" + "".join(f"{name:>34}" for name in phases))
+    print(f"{'':<32}" + "".join(f"{name:>32}" for name in phases))
     for key in phases[ours]:
         row = [statistics.median(split_of[key]) for split_of in phases.values()]
-        print(f"{key:<36}" + "".join(f"{v:>34.2f}" for v in row))
+        print(f"{key:<32}" + "".join(f"{v:>32.2f}" for v in row))
 
     def both(a: str, b: str) -> str:
         return f"{ratio(samples, a, b):.3f}x (minima {ratio(samples, a, b, min):.3f}x)"
