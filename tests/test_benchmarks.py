@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
         ["time_to_accuracy.py", "--seeds", "1", "--target", "0.5"],
         ["startup.py", "--repeats", "1"],
         ["gpu_throughput.py", "--tiny"],
+        ["resnet_epoch.py", "--tiny"],
         ["activation_checkpointing.py", "--tiny"],
     ],
     ids=lambda args: args[0],
