@@ -146,6 +146,9 @@ class PlainModule(L.LightningModule):
         self.net, self.opt, self.schedulers = net_and_optimizer(steps)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
 
+    def forward(self, x):
+        return self.net(x)
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = self.loss_fn(self.net(x), y)
@@ -168,16 +171,21 @@ BARE = dict(
 )  # fmt: skip
 
 
-def plain_lightning(epochs: int, bare: bool = False, phases: dict | None = None) -> tuple[float, int]:
+def plain_lightning(
+    epochs: int, bare: bool = False, phases: dict | None = None, seed: int = 0, callbacks: tuple = ()
+) -> tuple[float, int]:
     """Lightning's Trainer with its defaults (TensorBoard logger, a checkpoint every epoch, the progress bar, the
-    model summary, the sanity check), or `bare`: all of those off, Lightning's floor."""
-    torch.manual_seed(0)
+    model summary, the sanity check), or `bare`: all of those off, Lightning's floor. `callbacks`: more of them
+    (time_to_accuracy.py's stop at the target)."""
+    torch.manual_seed(seed)
     x, y, vx, vy = digits()
     train = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True)
     val = DataLoader(TensorDataset(vx, vy), batch_size=BATCH)
     model = PlainModule(epochs * len(train))
     clock = Phases()
-    trainer = L.Trainer(max_epochs=epochs, gradient_clip_val=1.0, callbacks=[clock], **(BARE if bare else {}))
+    trainer = L.Trainer(
+        max_epochs=epochs, gradient_clip_val=1.0, callbacks=[clock, *callbacks], **(BARE if bare else {})
+    )
     start = time.perf_counter()
     trainer.fit(model, train, val)
     seconds, steps = time.perf_counter() - start, trainer.global_step

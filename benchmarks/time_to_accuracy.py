@@ -1,5 +1,6 @@
 """Time to accuracy: epochs and wall time until the test accuracy first reaches 99% on digits, for the
-default config (through the real CLI objects) and for the hand-written loop of benchmarks/overhead.py.
+default config (through the real CLI objects), for the hand-written loop of benchmarks/overhead.py and for its
+plain Lightning module with Lightning's default Trainer (the floor of any Lightning code: its per-epoch cost).
 
     python benchmarks/time_to_accuracy.py [--target 0.99] [--seeds 3]
 
@@ -19,7 +20,7 @@ import time
 import lightning.pytorch as L
 import torch
 from common import ratio, result, table
-from overhead import ROOT, digits, hand_written
+from overhead import ROOT, digits, hand_written, plain_lightning
 
 EPOCHS = 30  # configs/default.yaml's max_epochs: the schedule's horizon for both
 
@@ -80,13 +81,19 @@ def loop(seed: int, target: Target) -> float | None:
     return seconds if target.epoch is not None else None
 
 
+def plain(seed: int, target: Target) -> float | None:
+    stop = StopAtTarget(target)
+    plain_lightning(EPOCHS, seed=seed, callbacks=(stop,))
+    return stop.seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", type=float, default=0.99)
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     os.chdir(tempfile.mkdtemp(prefix="time_to_accuracy_"))
-    runs = {"hand-written loop": loop, "template (default config)": template}
+    runs = {"hand-written loop": loop, "plain Lightning": plain, "template (default config)": template}
     seconds = {name: [] for name in runs}
     epochs = {name: [] for name in runs}
     for seed in range(args.seeds):
@@ -107,12 +114,13 @@ def main() -> None:
     # The epochs a seed needs (3 to 8) dominate the time; seconds per epoch is the cost of each side alone.
     per_epoch = {name: [s / e for s, e in zip(seconds[name], epochs[name], strict=True)] for name in runs}
     print(table(per_epoch, "s/epoch", baseline="hand-written loop"))
-    ours, theirs = "template (default config)", "hand-written loop"
+    ours, theirs, peer = "template (default config)", "hand-written loop", "plain Lightning"
     result(
         f"{args.target:.0%} test accuracy: template {statistics.median(seconds[ours]):.2f} s in "
         f"{statistics.median(epochs[ours]):g} epochs, loop {statistics.median(seconds[theirs]):.2f} s in "
-        f"{statistics.median(epochs[theirs]):g} epochs: {ratio(seconds, ours, theirs):.3f}x; "
-        f"per epoch {ratio(per_epoch, ours, theirs):.3f}x"
+        f"{statistics.median(epochs[theirs]):g} epochs: {ratio(seconds, ours, theirs):.3f}x (plain Lightning "
+        f"{ratio(seconds, peer, theirs):.3f}x); per epoch {ratio(per_epoch, ours, theirs):.3f}x (plain Lightning "
+        f"{ratio(per_epoch, peer, theirs):.3f}x)"
     )
 
 
