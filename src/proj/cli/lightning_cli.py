@@ -148,7 +148,7 @@ class ProjCLI(LightningCLI):
         except CONFIG_ERRORS as err:
             if isinstance(err, UsageError):
                 raise
-            raise UsageError(construction_error(err, built_key(err))) from err
+            raise UsageError(construction_error(err)) from err
         self.trainer.callbacks.extend([self.loop, *run_record(self)])  # run.json where config.yaml goes
 
     def after_instantiate_classes(self) -> None:
@@ -210,15 +210,6 @@ class ProjCLI(LightningCLI):
         if ckpt_path is None:
             rank_zero_warn(f"No {which} checkpoint was saved: testing the final weights instead.")
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
-
-
-def built_key(err: BaseException) -> str:
-    """The config key whose class raised `err` while it was built (jsonargparse names the expected base class)."""
-    message = str(err)
-    for base, key in (("LightningDataModule", "data"), ("LightningModule", "model"), ("Callback", "trainer.callbacks")):
-        if f".{base}'" in message:
-            return key
-    return "trainer.logger" if "Logger'" in message else "trainer"
 
 
 def cli_kwargs() -> dict[str, Any]:

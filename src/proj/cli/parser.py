@@ -68,8 +68,8 @@ def one_line(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
 
 
-def construction_error(err: BaseException, key: str) -> str:
-    """An error raised while building `key` (model, data, trainer, a callback), as one line that names the key.
+def construction_error(err: BaseException) -> str:
+    """An error raised while building a config key (model, data, trainer, a callback), as one line naming the key.
 
     jsonargparse reports an exception from a class's __init__ as a Union mismatch whose first listed error is
     the class's own message; that message is kept (the template's classes name their own key and the fix)."""
@@ -77,7 +77,17 @@ def construction_error(err: BaseException, key: str) -> str:
     inner = re.search(r"Errors:\s*- (.*?)(?:\n\s*- Expected a <class 'NoneType'>|\nGiven value type:|$)", message, re.S)
     message = " ".join((inner.group(1) if inner else message).split()) or type(err).__name__
     message = message.split(" - Not a valid subclass")[0]  # jsonargparse's list of what a class_path may be
+    key = built_key(err)
     return message if message.startswith(f"{key}.") else f"{key}: {message}"
+
+
+def built_key(err: BaseException) -> str:
+    """The config key whose class raised `err` while it was built (jsonargparse names the expected base class)."""
+    message = str(err)
+    for base, key in (("LightningDataModule", "data"), ("LightningModule", "model"), ("Callback", "trainer.callbacks")):
+        if f".{base}'" in message:
+            return key
+    return "trainer.logger" if "Logger'" in message else "trainer"
 
 
 def exit_with_usage_error(prog: str, message: str) -> NoReturn:
