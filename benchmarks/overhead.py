@@ -21,8 +21,8 @@ validation after every epoch), alternated over the repeats in one process:
 Reported: the median time per optimizer step (the epoch's validation and checkpoints included), min / max,
 the ratio to the hand-written loop, and training samples / s; then the template / plain Lightning ratio, end to
 end and per training step. Then where the time goes, for the loop, plain Lightning and the template: inside the
-training steps (forward, backward, optimizer, and every per-step hook), in validation,
-and the rest (drawing batches, epoch ends with their checkpoints and logging, the start and end of fit).
+training steps (forward, backward, optimizer, and every per-step hook), in validation, and the rest (drawing
+batches, epoch ends with their checkpoints and logging, the start and end of fit).
 """
 
 import argparse

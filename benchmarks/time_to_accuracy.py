@@ -22,7 +22,7 @@ import torch
 from common import ratio, result, table
 from overhead import ROOT, digits, hand_written, plain_lightning
 
-EPOCHS = 30  # configs/default.yaml's max_epochs: the schedule's horizon for both
+EPOCHS = 30  # configs/default.yaml's max_epochs: the schedule's horizon for all three
 
 
 class Target:

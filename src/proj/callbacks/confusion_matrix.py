@@ -84,8 +84,7 @@ def confusion_image(matrix: np.ndarray, class_names: Sequence[Any], title: str) 
     longest = max((int(font.getlength(name)) for name in names), default=8)
     left, top, side = longest + 34, 34, cell * n  # room for the names and the axis label; the title
     image = Image.new("RGB", (left + side + 90, top + side + longest + 36), "white")
-    cells = (blues(np.clip(matrix, 0, 1))[..., :3] * 255).astype(np.uint8)
-    image.paste(Image.fromarray(cells.repeat(cell, 0).repeat(cell, 1)), (left, top))
+    image.paste(Image.fromarray(rgb(blues, np.clip(matrix, 0, 1)).repeat(cell, 0).repeat(cell, 1)), (left, top))
     draw = ImageDraw.Draw(image)
     draw.rectangle((left - 1, top - 1, left + side, top + side), outline="black")
     draw.text((left + side / 2, 8), title, "black", small, anchor="mt")
@@ -106,6 +105,11 @@ def confusion_image(matrix: np.ndarray, class_names: Sequence[Any], title: str) 
     return np.asarray(image)
 
 
+def rgb(cmap: Any, values: np.ndarray) -> np.ndarray:
+    """The colour map's colours of `values` in [0, 1], as uint8 RGB (one more axis of 3)."""
+    return (cmap(values)[..., :3] * 255).astype(np.uint8)
+
+
 def rotated(text: str, font: Any, length: int, height: int) -> Any:
     """`text` centred on a strip `length` long, turned to read upwards (an axis label on the left)."""
     from PIL import Image, ImageDraw
@@ -121,8 +125,7 @@ def colour_bar(image: Any, draw: Any, cmap: Any, x: int, top: int, side: int, fo
 
     height = int(0.8 * side)
     y = top + (side - height) // 2
-    ramp = (cmap(np.linspace(1, 0, height))[:, :3] * 255).astype(np.uint8)
-    image.paste(Image.fromarray(ramp[:, None].repeat(14, 1)), (x, y))
+    image.paste(Image.fromarray(rgb(cmap, np.linspace(1, 0, height))[:, None].repeat(14, 1)), (x, y))
     draw.rectangle((x - 1, y - 1, x + 14, y + height), outline="black")
     for v in (0, 0.5, 1):
         tick = y + (1 - v) * (height - 1)
