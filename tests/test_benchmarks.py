@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
         ["gpu_throughput.py", "--tiny"],
         ["resnet_epoch.py", "--tiny"],
         ["activation_checkpointing.py", "--tiny"],
+        ["serve.py", "--nets", "smallcnn", "--backends", "onnx", "--requests", "10", "--repeats", "1"],
     ],
     ids=lambda args: args[0],
 )
