@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -74,7 +75,9 @@ class Server:
         self.port = free_port()
         options = [f"--port={self.port}", f"--backend={backend}", f"--max_batch_size={max_batch_size}"]
         command = [sys.executable, "-m", "proj", "serve", str(run_dir), *options, "--batch_timeout=0.002"]
-        self.process = subprocess.Popen(command, cwd=run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(  # a session of its own, ended whole on exit: no orphaned LitServe workers
+            command, cwd=run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
 
     def __enter__(self) -> "Server":
         deadline = time.monotonic() + 120
@@ -93,10 +96,11 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.process.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
 
 def load(port: int, bodies: list[bytes], concurrency: int) -> tuple[float, list[float]]:

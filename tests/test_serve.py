@@ -7,9 +7,11 @@ status 0 and no process left behind.
 """
 
 import base64
+import contextlib
 import csv
 import io
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -62,7 +64,10 @@ def free_port() -> int:
 def start(target: Path, *options: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "proj", "serve", str(target), f"--port={port}", *options]
-    process = subprocess.Popen(command, cwd=target, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A session of its own: teardown can then end LitServe's processes with the server, whatever state it is in.
+    process = subprocess.Popen(
+        command, cwd=target, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -127,9 +132,19 @@ def servers(tmp_path_factory):
         yield {"digits": (digits, *started[0]), "diabetes": (diabetes, *started[1])}
     finally:
         for process, _ in started:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
+            stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM (the clean shutdown), then SIGKILL for whatever of the server's session is left: a server killed
+    alone would orphan LitServe's worker, logger and HTTP processes, still serving and using the CPU."""
+    if process.poll() is None:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(30)
+    with contextlib.suppress(ProcessLookupError):  # raised when the whole session has ended already
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(10)
 
 
 def digit_images(ids: list[str]) -> np.ndarray:
