@@ -1,5 +1,6 @@
 """What the benchmarks share: medians with min / max over interleaved repeats, printed tables, and the one
-`RESULT:` line per benchmark that `make bench` (benchmarks/report.py) copies into benchmarks/README.md."""
+`RESULT:` line per benchmark (and any `RESULT[row]:` lines) that `make bench` (benchmarks/report.py) copies into
+benchmarks/README.md."""
 
 import statistics
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ def ratio(samples: dict[str, Sequence[float]], case: str, baseline: str, of=stat
     return of(samples[case]) / of(samples[baseline])
 
 
-def result(text: str) -> None:
-    """The headline of a benchmark, one line: benchmarks/report.py puts it in the summary table."""
-    print(f"RESULT: {text}")
+def result(text: str, row: str | None = None) -> None:
+    """The headline of a benchmark, one line: benchmarks/report.py puts it in the summary table, in the benchmark's
+    own row, or in a row of its own titled `row` (a figure that must not drown among the others)."""
+    print(f"RESULT[{row}]: {text}" if row else f"RESULT: {text}")

@@ -59,8 +59,16 @@ NOISE = re.compile(
 )
 
 
+RESULT = re.compile(r"^RESULT(?:\[(.+?)\])?: (.*)$")
+
+
+def results(out: str) -> dict[str | None, str]:
+    """A benchmark's headlines: {None: its own row's text, row title: the text of a row of its own}."""
+    return {match[1]: match[2] for match in map(RESULT.match, out.splitlines()) if match}
+
+
 def report_lines(out: str) -> str:
-    return "\n".join(line for line in out.splitlines() if not NOISE.search(line) and not line.startswith("RESULT: "))
+    return "\n".join(line for line in out.splitlines() if not NOISE.search(line) and not RESULT.match(line))
 
 
 def run(args: list[str]) -> tuple[str, float]:
@@ -90,8 +98,9 @@ def main() -> None:
         print(f"running benchmarks/{' '.join(args)} ...", flush=True)
         out, seconds = run(args)
         command = f"python benchmarks/{' '.join(args)}"
-        found = [line.removeprefix("RESULT: ") for line in out.splitlines() if line.startswith("RESULT: ")]
-        header.append(f"| {title} | {found[-1] if found else 'the table below'} | `{command}` |")
+        rows = results(out)
+        header.append(f"| {title} | {rows.pop(None, 'the table below')} | `{command}` |")
+        header += [f"| {row} | {text} | `{command}` |" for row, text in rows.items()]
         sections += ["", f"## {title}", "", f"`{command}` ({seconds:.0f} s)", "", "```text", report_lines(out), "```"]
     (HERE / "README.md").write_text("\n".join(header + sections) + "\n")
     print(f"wrote {HERE / 'README.md'}")
