@@ -54,8 +54,10 @@ def commit() -> str:
 
 
 # Lines of a benchmark's stdout that are not its report: progress bars, Lightning's test table, ONNX export steps.
+# Lightning picks Rich's progress bar and model summary when rich is installed: their box drawing and totals too.
 NOISE = re.compile(
-    r"it/s|\?it|\[A|^\s*$|^(Epoch|Sanity|Training|Validation|Testing)|^\[torch\.onnx\]|─|Test metric|^\s+test/"
+    r"it/s|\?it|\[A|^\s*$|^(Epoch|Sanity|Training|Validation|Testing)|^\[torch\.onnx\]|[\u2500-\u257f]|Test metric"
+    r"|^\s+test/|^(Trainable|Non-trainable|Total) params|^Total (estimated|FLOPs)|^Modules in"
 )
 
 
