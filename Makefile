@@ -30,7 +30,7 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# The CPU benchmarks, side by side; rewrites benchmarks/README.md (about 15 minutes). Not part of `make test`.
+# The CPU benchmarks, side by side; rewrites benchmarks/README.md (about 30 minutes). Not part of `make test`.
 bench: setup
 	$(BIN)/python benchmarks/report.py
 

@@ -7,12 +7,13 @@ from collections.abc import Callable, Sequence
 
 
 def interleave(cases: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    """Run every case once per repeat, in turn (a b c a b c ...), so that a slow spell of the machine
-    falls on all of them alike instead of on whichever ran during it."""
+    """Run every case once per repeat, in turn, the order reversed every other repeat (a b c c b a a b c ...), so
+    that a slow spell of the machine falls on all of them alike instead of on whichever ran during it, and no case
+    always runs right after another (whose memory, caches and clocks it would inherit)."""
     samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, case in cases.items():
-            samples[name].append(case())
+    for repeat in range(repeats):
+        for name in list(cases)[:: -1 if repeat % 2 else 1]:
+            samples[name].append(cases[name]())
     return samples
 
 

@@ -1,12 +1,14 @@
 """`make bench`: run the CPU benchmarks one after another and rewrite benchmarks/README.md with their tables,
 the machine, the date, the commit and the exact command of each.
 
-    python benchmarks/report.py
+    python benchmarks/report.py                              # all of them (make bench)
+    python benchmarks/report.py --only resnet_epoch.py      # run these again, keep the others' sections
 
 Each benchmark runs in its own process (its stdout is its report; Lightning's logs go to stderr). A failing
-benchmark stops the report and leaves README.md as it was. Runs take about 10 minutes on a 2-core CPU.
+benchmark stops the report and leaves README.md as it was. All of them take about 30 minutes on a 2-core CPU.
 """
 
+import argparse
 import datetime
 import os
 import platform
@@ -81,29 +83,61 @@ def run(args: list[str]) -> tuple[str, float]:
     return done.stdout, time.perf_counter() - start
 
 
+def previous() -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """What the README holds of each command: its summary rows and its section, the section's first line stamped
+    with the date and commit it was measured at (a README from before stamps: the header's)."""
+    path = HERE / "README.md"
+    text = path.read_text() if path.exists() else ""
+    header = dict(re.findall(r"^- (Date|Commit): (.*)$", text, re.M))
+    rows: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if found := re.match(r"^\|.*\| `(python benchmarks/[^`]*)` \|$", line):
+            rows.setdefault(found[1], []).append(line)
+    sections = {}
+    for block in re.split(r"\n(?=## )", text)[1:]:
+        lines = block.splitlines()
+        if len(lines) > 2 and (found := re.match(r"^`(python benchmarks/[^`]*)` \((\d+ s)\)$", lines[2])):
+            lines[2] = f"`{found[1]}` ({found[2]}; {header.get('Date')}, commit {header.get('Commit')})"
+        if len(lines) > 2 and (found := re.match(r"^`(python benchmarks/[^`]*)`", lines[2])):
+            sections[found[1]] = ["", *lines]
+    return rows, sections
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    scripts = [args[0] for _, args in BENCHMARKS]
+    parser.add_argument("--only", nargs="+", choices=scripts, help="run these again, keep the others' tables")
+    only = parser.parse_args().only or scripts
+    now, sha = f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}", commit()
     header = [
         "# Benchmarks",
         "",
         "Written by `make bench` (`benchmarks/report.py`): do not edit by hand, run it again. Every figure is a",
-        "ratio or a median measured side by side in one run of its script; none of them is a test.",
+        "ratio or a median measured side by side in one run of its script; none of them is a test. Each section",
+        "names the date and commit it was measured at (`report.py --only SCRIPT` runs one again).",
         "",
         f"- Machine: {machine()}",
-        f"- Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
-        f"- Commit: {commit()}",
+        f"- Date: {now}",
+        f"- Commit: {sha}",
         "",
         "| benchmark | result | command |",
         "|-----------|--------|---------|",
     ]
+    kept_rows, kept_sections = previous()
     sections = []
     for title, args in BENCHMARKS:
+        command = f"python benchmarks/{' '.join(args)}"
+        if args[0] not in only and command in kept_sections:
+            header += kept_rows.get(command, [])
+            sections += kept_sections[command]
+            continue
         print(f"running benchmarks/{' '.join(args)} ...", flush=True)
         out, seconds = run(args)
-        command = f"python benchmarks/{' '.join(args)}"
         rows = results(out)
         header.append(f"| {title} | {rows.pop(None, 'the table below')} | `{command}` |")
         header += [f"| {row} | {text} | `{command}` |" for row, text in rows.items()]
-        sections += ["", f"## {title}", "", f"`{command}` ({seconds:.0f} s)", "", "```text", report_lines(out), "```"]
+        stamp = f"`{command}` ({seconds:.0f} s; {now}, commit {sha})"
+        sections += ["", f"## {title}", "", stamp, "", "```text", report_lines(out), "```"]
     (HERE / "README.md").write_text("\n".join(header + sections) + "\n")
     print(f"wrote {HERE / 'README.md'}")
 
