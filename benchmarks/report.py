@@ -84,11 +84,10 @@ def run(args: list[str]) -> tuple[str, float]:
 
 
 def previous() -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """What the README holds of each command: its summary rows and its section, the section's first line stamped
-    with the date and commit it was measured at (a README from before stamps: the header's)."""
+    """What the README holds of each command: its summary rows and its section (whose first line names the date
+    and commit it was measured at)."""
     path = HERE / "README.md"
     text = path.read_text() if path.exists() else ""
-    header = dict(re.findall(r"^- (Date|Commit): (.*)$", text, re.M))
     rows: dict[str, list[str]] = {}
     for line in text.splitlines():
         if found := re.match(r"^\|.*\| `(python benchmarks/[^`]*)` \|$", line):
@@ -96,8 +95,6 @@ def previous() -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     sections = {}
     for block in re.split(r"\n(?=## )", text)[1:]:
         lines = block.splitlines()
-        if len(lines) > 2 and (found := re.match(r"^`(python benchmarks/[^`]*)` \((\d+ s)\)$", lines[2])):
-            lines[2] = f"`{found[1]}` ({found[2]}; {header.get('Date')}, commit {header.get('Commit')})"
         if len(lines) > 2 and (found := re.match(r"^`(python benchmarks/[^`]*)`", lines[2])):
             sections[found[1]] = ["", *lines]
     return rows, sections
