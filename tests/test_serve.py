@@ -2,8 +2,8 @@
 
 Its answers equal `python -m proj predict` on the same inputs (the digits classifier through the ONNX export with
 dynamic batching, the diabetes regressor through the PyTorch checkpoint without), bad requests get a 4xx naming
-the field and leave the server answering, 64 concurrent requests are all answered right, SIGTERM stops it with
-status 0 and no process left behind.
+the field and leave the server answering, 64 concurrent requests are all answered right, SIGTERM and Ctrl+C stop it
+with status 0, no traceback and no process left behind, the requests in flight answered.
 """
 
 import base64
@@ -265,19 +265,52 @@ def model_calls(url: str) -> tuple[float, float]:
     return float(lines.get("proj_serve_batch_samples_count", 0)), float(lines.get("proj_serve_batch_samples_sum", 0))
 
 
-def test_sigterm_stops_the_server_cleanly(servers):
-    for name in ("diabetes", "digits"):
-        _, process, _ = servers[name]
+def test_sigterm_and_ctrl_c_stop_the_server_cleanly_with_requests_in_flight(servers):
+    """SIGTERM to the server (a scheduler), SIGINT to its whole process group (a terminal's Ctrl+C): each stops every
+    process of the server with status 0 and no traceback, and each request in flight is answered or refused
+    (503, or the connection refused once the server has closed its socket), never failed or left hanging."""
+    for name, stop_it in (("diabetes", "SIGTERM"), ("digits", "SIGINT to the group")):
+        _, process, url = servers[name]
         children = descendants(process.pid)
         assert len(children) >= 3  # the manager, the model worker(s), the HTTP server, LitServe's logger
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0, process.stdout.read()[-3000:]
+        body = {"rows": [dict.fromkeys(DIABETES_FEATURES, 1.0)]} if name == "diabetes" else {"inputs": [[[0] * 8] * 8]}
+        with ThreadPoolExecutor(8) as pool:
+            answers = [pool.submit(post_or_refused, url, body) for _ in range(32)]
+            while not any(a.done() for a in answers):  # requests are flowing: now stop it
+                time.sleep(0.01)
+            if stop_it == "SIGTERM":
+                process.send_signal(signal.SIGTERM)
+            else:
+                os.killpg(process.pid, signal.SIGINT)
+            statuses = {a.result(timeout=60) for a in answers}
+        assert statuses <= {200, 503, "refused"} and 200 in statuses, statuses
+        assert process.wait(60) == 0, process.stdout.read()[-3000:]
         out = process.stdout.read()
-        assert "Traceback" not in out, out[-3000:]
-        deadline = time.monotonic() + 10
-        while (left := [p for p in children if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:
+        assert "Traceback" not in out and "crashed" not in out, out[-3000:]
+        deadline = time.monotonic() + 30
+        while (left := [p for p in children if alive(p)]) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not left, f"processes left behind by {name}'s server: {left}"
+
+
+def post_or_refused(url: str, body: dict) -> int | str:
+    """The status of one request, or "refused" when the server no longer accepts connections."""
+    request = urllib.request.Request(url + "/predict", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except (ConnectionError, urllib.error.URLError):
+        return "refused"
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (an ended child that its parent, or init, has not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_serve_usage_errors_name_the_problem(servers, tmp_path, capsys):

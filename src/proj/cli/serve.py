@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import multiprocessing
 import os
 import shutil
-import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -171,31 +169,11 @@ class metrics_dir:
 
 
 def run_until_stopped(server: Any, port: int) -> None:
-    """Run until Ctrl+C or SIGTERM; both shut LitServe down the same way (its workers, HTTP servers, manager),
-    and processes it does not stop itself (its logger process) are ended here: no orphans, exit status 0."""
+    """Run until Ctrl+C or SIGTERM, which stop every process of the server the same way, without a traceback and
+    with exit status 0 (proj.serve.stopping says how)."""
+    from proj.serve.stopping import serve_until_stopped  # litserve: only now
 
-    main = os.getpid()
-
-    def interrupt(signum: int, frame: Any) -> None:
-        if os.getpid() != main:  # a forked HTTP server that inherited this handler: uvicorn has stopped it
-            raise SystemExit(0)
-        for child in multiprocessing.active_children():
-            if child.name.startswith("SpawnProcess"):  # LitServe's logger process, which it does not stop
-                child.terminate()  # first: it would fail reading its queue once LitServe stops the manager
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        server.run(host="127.0.0.1", port=port, generate_client_file=False, num_api_servers=1, log_level="warning")
-    except KeyboardInterrupt:
-        pass  # stopped during start-up: LitServe's own shutdown did not run
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        for child in multiprocessing.active_children():
-            child.terminate()
-            child.join(5)
-            if child.is_alive():
-                child.kill()
+    serve_until_stopped(server, port)
     print("server stopped")
 
 

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 
 from proj.serve.backends import outputs_to_json
 from proj.serve.requests import BadRequest, InputSpec
+from proj.serve.stopping import QuietlyStoppedServer
 
 MAX_BODY_BYTES = 32 * 2**20
 PREDICT_PATH = "/predict"
@@ -144,10 +145,10 @@ def build_server(
     max_batch_size: int,
     batch_timeout: float,
     workers: int,
-) -> ls.LitServer:
+) -> QuietlyStoppedServer:
     spec = InputSpec.from_facts(facts, max_samples)
     api = ModelAPI(backend, facts, spec, max_batch_size, batch_timeout)
-    server = ls.LitServer(
+    server = QuietlyStoppedServer(
         api,
         accelerator="cpu",
         workers_per_device=workers,
