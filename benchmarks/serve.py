@@ -137,9 +137,9 @@ def direct(model, images: np.ndarray) -> float:
 
 
 def backend_of(run_dir: Path, backend: str):
-    """The object the server's worker runs (proj.serve.backends), built as `serve` builds it, loaded here."""
-    from proj.cli.serve import best_checkpoint, torch_backend, worker_threads
-    from proj.serve.backends import OnnxBackend
+    """The object the server's worker runs (proj.extras.serve.backends), built as `serve` builds it, loaded here."""
+    from proj.extras.serve.backends import OnnxBackend
+    from proj.extras.serve.command import best_checkpoint, torch_backend, worker_threads
 
     threads = worker_threads(1)  # what the server's one worker gets
     if backend == "onnx":
@@ -194,7 +194,7 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
         rates |= net_rates
         latencies |= net_latencies
-    from proj.cli.serve import worker_threads
+    from proj.extras.serve.command import worker_threads
 
     print(
         f"{args.requests} requests per case (one 8x8 image each), one model worker of {worker_threads(1)} thread(s), "

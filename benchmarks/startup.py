@@ -47,17 +47,19 @@ print(json.dumps([time.perf_counter() - wall, time.process_time() - cpu]))
 
 
 def subcommands() -> list[str]:
-    """The names in LIGHTNING and COMMANDS of proj/cli/__init__.py, read from its source: importing it here
-    would cost this process a Lightning import for a list of eleven names."""
-    tree = ast.parse((ROOT / "src" / "proj" / "cli" / "__init__.py").read_text())
-    tables = {
-        target.id: ast.literal_eval(node.value)
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        for target in node.targets
-        if isinstance(target, ast.Name) and target.id in ("LIGHTNING", "COMMANDS")
-    }
-    return [*tables["LIGHTNING"], *tables["COMMANDS"]]
+    """Lightning's subcommands (proj/cli/registry.py) and the extras' (each proj/extras/<name>/__init__.py), read
+    from their source: importing them here would cost this process a Lightning import for a list of names."""
+    sources = [
+        ROOT / "src" / "proj" / "cli" / "registry.py",
+        *sorted((ROOT / "src" / "proj" / "extras").glob("*/__init__.py")),
+    ]
+    names = []
+    for source in sources:
+        for node in ast.parse(source.read_text()).body:
+            targets = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+            if {"LIGHTNING", "COMMANDS"} & set(targets):
+                names += list(ast.literal_eval(node.value))
+    return names
 
 
 def whole(args: list[str], cwd: str):

@@ -1,6 +1,11 @@
-"""Shared fixtures: in-process CLI runs inside a temporary working directory, and one default run per session."""
+"""Shared fixtures and checks: in-process CLI runs inside a temporary working directory, one default run and one
+regression run per session (a test using one joins its xdist group, so that one worker trains it), and the
+bad-input check every feature's table of wrong values goes through."""
 
 import os
+import re
+import shutil
+import traceback
 from pathlib import Path
 
 import pytest
@@ -67,6 +72,113 @@ def default_run(tmp_path_factory):
     """`python -m proj fit --config configs/default.yaml`, run once for every test that reads its results."""
     workdir = tmp_path_factory.mktemp("default_run")
     return workdir, cli_in(workdir, "fit", "--config", DEFAULT, "--trainer.enable_progress_bar=false")
+
+
+@pytest.fixture(scope="session")
+def diabetes_run(tmp_path_factory):
+    """One full fit of the diabetes experiment (tested on its best checkpoint): (result, run directory, best)."""
+    workdir = tmp_path_factory.mktemp("diabetes")
+    result = cli_in(workdir, "fit", *REGRESSION)
+    run_dir = workdir / "logs" / "diabetes_regression" / "version_0"
+    best = workdir / result.trainer.checkpoint_callback.best_model_path
+    return result, run_dir, str(best)
+
+
+REGRESSION = [
+    "--config", DEFAULT, "--config", str(CONFIGS / "experiment" / "diabetes_regression.yaml"),
+    "--trainer.enable_progress_bar=false",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def csv_run(tmp_path_factory):
+    """The default config with the CSV logger preset (configs/logger/csv.yaml), 2 short epochs: (run directory,
+    result, the info lines Lightning's loggers printed)."""
+    import logging
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.INFO)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("lightning.pytorch").addHandler(handler)
+    workdir = tmp_path_factory.mktemp("csv")
+    try:
+        result = cli_in(workdir, "fit", "--config", DEFAULT, "--config", str(CONFIGS / "logger" / "csv.yaml"), *QUICK)
+    finally:
+        logging.getLogger("lightning.pytorch").removeHandler(handler)
+    return workdir / "logs" / "default" / "version_0", result, [r.getMessage() for r in records]
+
+
+# The keys people compare runs by (proj.run_settings), with the default config's values where it sets them.
+COMPARED_HPARAMS = {
+    "optimizer": "AdamW", "lr": 3e-3, "weight_decay": 0.05, "schedule": "CosineAnnealingLR", "warmup_steps": 50,
+    "interval": "step", "batch_size": 64, "net": "SmallCNN", "net.widths": "[32, 64]", "max_epochs": 2,
+    "precision": "32-true", "gradient_clip_val": 1.0, "accumulate_grad_batches": 1, "sampler": "none",
+    "augmentation": "none",
+}  # fmt: skip
+
+
+def help_text(capsys, name: str) -> str:
+    """`python -m proj <name> --help`, run in this process."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        cli(name, "--help")
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+# --- bad input: every wrong value is refused in one or two lines, before training -------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One tiny run (1 epoch of 2 batches): its run directory, copied by the bad-input cases that need a run."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    cli_in(workdir, "fit", "--config", DEFAULT, *QUICK, "--trainer.max_epochs=1", "--test_after_fit=false")
+    return workdir / "logs" / "default" / "version_0"
+
+
+def assert_refused_before_training(case, tiny_run: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """One case of a bad-input table: (id, arguments, what the message must name, steps preparing the run copy).
+    In the arguments {run} is a copy of a tiny trained run and {tmp} the case's folder. The case must fail before
+    training, in one or two lines naming the key or path, with a non-zero exit, no Python traceback, no checkpoint
+    written and no run directory (version_<n>) left behind."""
+    _, args, named, *prepare = case
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "saved" / "default" / "version_0"
+    shutil.copytree(tiny_run, run, symlinks=True)
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint\n")
+    import torch
+
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.ckpt")
+    for step in prepare:
+        step(run)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    code, err = run_case(capsys, [a.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)) for a in args])
+    assert code != 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    errors = [line for line in err.splitlines() if re.search(r"error|Refused", line)]
+    assert 1 <= len(errors) <= 2, err[-3000:]
+    assert named in " ".join(errors), (named, errors)
+    after = [p for p in tmp_path.rglob("*") if p.is_file() and before.get(p) != p.stat().st_mtime_ns]
+    assert not [p for p in after if p.suffix == ".ckpt"], after  # no checkpoint written
+    runs = [p for p in tmp_path.rglob("version_*") if p.is_dir() and p != run]
+    assert not runs, runs  # and no run directory left behind
+
+
+def run_case(capsys, args: list[str]) -> tuple[int, str]:
+    """One CLI run in this process: its exit code and everything it wrote to stderr (and a traceback, if one
+    escaped, so that the case fails showing it)."""
+    capsys.readouterr()
+    code, extra = 0, ""
+    try:
+        cli(*args)
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else 1
+        extra = "" if isinstance(done.code, int) or done.code is None else str(done.code)
+    except Exception:  # an escaped exception is the failure the tables look for
+        code, extra = 1, traceback.format_exc()
+    return code, capsys.readouterr().err + extra
 
 
 def pytest_collection_modifyitems(config, items):

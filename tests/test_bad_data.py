@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from proj.cli import main  # noqa: F401  imported at collection, not inside a test's captured output:
+# Imported at collection, not inside a test's captured output: Lightning's log handler then holds the real stderr,
+# not the first test's capture (closed by the next tests).
+from proj.cli import main  # noqa: F401
+from proj.cli.registry import commands
 
 from conftest import DEFAULT, QUICK, cli, usage_error
 
 pytestmark = pytest.mark.xdist_group("bad_data")  # its module fixture is built once, on one worker
 
-# Lightning's log handler then holds the real stderr, not the first test's capture (closed by the next tests)
 
 IMAGES = ["--data=proj.data.ImageFolderDataModule", "--data.image_size=[8, 8]"]
 SPLIT = ["--data.val_fraction=0.25", "--data.test_fraction=0.25"]
@@ -135,7 +137,8 @@ def three_classes(tmp_path_factory):
     return work, run, run / "checkpoints" / "last.ckpt"
 
 
-@pytest.mark.parametrize("subcommand", ["predict", "validate", "test", "export"])
+# export too, when the export extra is installed
+@pytest.mark.parametrize("subcommand", ["predict", "validate", "test", *(["export"] if "export" in commands() else [])])
 @pytest.mark.parametrize(
     ("change", "data_classes"),
     [

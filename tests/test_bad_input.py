@@ -1,21 +1,19 @@
-"""The bad-input table: every public option given a wrong value, a bad checkpoint, a bad subcommand option.
+"""The bad-input table of the core: every public option given a wrong value, a bad checkpoint, a bad --resume.
 
 Each case must fail before training, in one or two lines that name the key or path, with a non-zero exit, no
-Python traceback, no checkpoint written and no run directory (version_<n>) left behind. Bad data files (image
-folders, CIFAR batches, CSV contents) have their own table in test_bad_data.py.
+Python traceback, no checkpoint written and no run directory (version_<n>) left behind
+(conftest.assert_refused_before_training). Bad data files (image folders, CIFAR batches, CSV contents) have their
+own table in test_bad_data.py; each extra's options, theirs in its tests.
 """
 
-import re
-import shutil
-import traceback
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import CONFIGS, DEFAULT, QUICK, cli
+from conftest import CONFIGS, DEFAULT, QUICK, assert_refused_before_training
 
-pytestmark = pytest.mark.xdist_group("bad_input")  # its module fixture is built once, on one worker
+pytestmark = pytest.mark.xdist_group("tiny_run")  # the session's tiny run is built once, on one worker
 
 FIT = ["fit", "--config", DEFAULT, *QUICK]
 STAGE = "{class_path: torch.optim.AdamW, init_args: {lr: 0.001}}"
@@ -23,42 +21,6 @@ STAGE = "{class_path: torch.optim.AdamW, init_args: {lr: 0.001}}"
 
 def stages(*items: str) -> str:
     return f"--model.init_args.optim.stages=[{', '.join(items)}]"
-
-
-def run_case(capsys, args: list[str]) -> tuple[int, str]:
-    """One CLI run in this process: its exit code and everything it wrote to stderr (and a traceback, if one
-    escaped, so that the case fails showing it)."""
-    capsys.readouterr()
-    code, extra = 0, ""
-    try:
-        cli(*args)
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else 1
-        extra = "" if isinstance(done.code, int) or done.code is None else str(done.code)
-    except Exception:  # an escaped exception is the failure this table looks for
-        code, extra = 1, traceback.format_exc()
-    return code, capsys.readouterr().err + extra
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """One tiny run (1 epoch of 2 batches): its run directory, copied by the cases that need a run."""
-    import os
-
-    workdir = tmp_path_factory.mktemp("trained")
-    old = os.getcwd()
-    os.chdir(workdir)
-    try:
-        cli("fit", "--config", DEFAULT, *QUICK, "--trainer.max_epochs=1", "--test_after_fit=false")
-    finally:
-        os.chdir(old)
-    return workdir / "logs" / "default" / "version_0"
-
-
-def copy_run(trained: Path, tmp: Path) -> Path:
-    run = tmp / "saved" / "default" / "version_0"
-    shutil.copytree(trained, run, symlinks=True)
-    return run
 
 
 def truncated_last(run: Path) -> None:
@@ -220,7 +182,7 @@ CASES = [
         "model.init_args.net.init_args.widths",
     ),
     ("predict_ckpt_missing", ["predict", "--config={run}/config.yaml", "--ckpt_path={tmp}/gone.ckpt"], "gone.ckpt"),
-    # --init_from (a new run from another run's weights) and the Freeze callback
+    # --init_from (a new run from another run's weights)
     ("init_from_missing", [*FIT, "--init_from={tmp}/missing.ckpt"], "missing.ckpt does not exist"),
     ("init_from_text_file", [*FIT, "--init_from={tmp}/notes.ckpt"], "notes.ckpt is not a readable checkpoint"),
     (
@@ -239,40 +201,6 @@ CASES = [
         "--ckpt_path",
     ),
     ("init_from_with_resume", ["fit", "--resume={run}", "--init_from={run}/checkpoints/best-00.ckpt"], "--resume"),
-    (
-        "freeze_pattern",
-        [*FIT, "--trainer.callbacks=[{class_path: proj.callbacks.Freeze, init_args: {pattern: x}}]"],
-        "Freeze.pattern",
-    ),
-    # the template's subcommands
-    (
-        "tune_space_key",
-        [
-            "tune",
-            "--config",
-            DEFAULT,
-            "--config",
-            str(CONFIGS / "hpo/optuna.yaml"),
-            "--tune.space={model.init_args.lr: {type: float, low: 0.1, high: 1}}",
-        ],
-        "model.init_args.lr",
-    ),
-    (
-        "tune_sampler",
-        ["tune", "--config", DEFAULT, "--config", str(CONFIGS / "hpo/optuna.yaml"), "--tune.sampler=magic"],
-        "tune.sampler",
-    ),
-    ("cv_folds", ["cv", "--config", DEFAULT, "--folds=1"], "--folds=1"),
-    ("lr_find_range", ["lr_find", "--config", DEFAULT, "--min_lr=1", "--max_lr=0.1"], "--min_lr=1"),
-    ("batch_size_find_init", ["batch_size_find", "--config", DEFAULT, "--init_val=0"], "--init_val=0"),
-    ("schedule_out_format", ["schedule", "--config", DEFAULT, "--out={tmp}/lr.txt"], "lr.txt"),
-    (
-        "export_format",
-        ["export", "--config={run}/config.yaml", "--ckpt_path={run}/checkpoints/best-00.ckpt", "--format=tflite"],
-        "format",
-    ),
-    ("new_not_empty", ["new", "{run}", "--name=mynet"], "not empty"),
-    ("new_bad_name", ["new", "{tmp}/fresh", "--name=my-net"], "my-net"),
 ]
 
 
@@ -286,22 +214,5 @@ PARAMS = [pytest.param(c, id=c[0]) for c in CASES] + [pytest.param(c, id=c[0], m
 
 
 @pytest.mark.parametrize("case", PARAMS)
-def test_bad_input_is_one_clear_line_before_training(case, trained, tmp_path, monkeypatch, capsys):
-    _, args, named, *prepare = case
-    monkeypatch.chdir(tmp_path)
-    run = copy_run(trained, tmp_path)
-    (tmp_path / "notes.ckpt").write_text("not a checkpoint\n")
-    torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.ckpt")
-    for step in prepare:
-        step(run)
-    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    code, err = run_case(capsys, [a.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)) for a in args])
-    assert code != 0, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
-    errors = [line for line in err.splitlines() if re.search(r"error|Refused", line)]
-    assert 1 <= len(errors) <= 2, err[-3000:]
-    assert named in " ".join(errors), (named, errors)
-    after = [p for p in tmp_path.rglob("*") if p.is_file() and before.get(p) != p.stat().st_mtime_ns]
-    assert not [p for p in after if p.suffix == ".ckpt"], after  # no checkpoint written
-    runs = [p for p in tmp_path.rglob("version_*") if p.is_dir() and p != run]
-    assert not runs, runs  # and no run directory left behind
+def test_bad_input_is_one_clear_line_before_training(case, tiny_run, tmp_path, monkeypatch, capsys):
+    assert_refused_before_training(case, tiny_run, tmp_path, monkeypatch, capsys)

@@ -109,7 +109,7 @@ def test_activation_checkpointing_keeps_loss_gradients_batchnorm_stats_and_keys(
 
 
 def test_a_checkpointed_net_exports_and_evaluates_as_the_plain_one():
-    from proj.deploy.export import Deployable
+    from proj.models.deployable import Deployable
 
     torch.manual_seed(0)
     net = SmallCNN((1, 8, 8), 10)

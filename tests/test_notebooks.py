@@ -12,8 +12,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
-    names = ["01_quickstart.ipynb", "02_lr_schedules.ipynb", "03_imbalanced_data.ipynb", "04_regression.ipynb"]
-    assert [p.name for p in NOTEBOOKS] == names
+    assert (ROOT / "notebooks" / "01_quickstart.ipynb") in NOTEBOOKS  # the others may go with the extras they use
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from proj.cli import COMMANDS
+from proj.cli.registry import commands
 
 from conftest import DEFAULT, ROOT, cli
 
@@ -37,7 +37,7 @@ def test_every_config_in_readme_parses(path, capsys):
 
 def test_every_command_in_readme_exists():
     subcommands = set(re.findall(r"python -m proj (\w+)", README))
-    assert subcommands <= {"fit", "validate", "test", "predict", *COMMANDS}, subcommands
+    assert subcommands <= {"fit", "validate", "test", "predict", *commands()}, subcommands
     targets = set(re.findall(r"(?:^|`)make ([\w-]+)", README, re.M))
     makefile = (ROOT / "Makefile").read_text()
     assert all(re.search(rf"^{t}:", makefile, re.M) for t in targets), targets

@@ -1,19 +1,8 @@
 """The command line: `python -m proj <subcommand>`; `python -m proj --help` lists them all.
 
-    python -m proj fit --config configs/default.yaml [--config more.yaml ...] [--key value ...]
-
-Lightning's fit, validate, test and predict go through the LightningCLI in lightning_cli.py; configs stack
-left to right, `--print_config` prints the resolved config, which fed back with `--config` reproduces the run.
-
-    python -m proj fit --resume logs/<name>/version_<n>
-
-continues that run: its config.yaml, its last.ckpt (weights, optimizer, scheduler, stage, RNG states) and
-the same run directory and TensorBoard version. Checkpoints are read with torch's weights-only unpickler;
-`--weights_only false` is the explicit opt-out for files you trust.
-
-The template's own subcommands are one module each here, with a typed entry function whose signature is its
-options (`python -m proj cv --help`). They are imported only when they run: `fit` pays nothing for optuna,
-ray or onnx.
+fit, validate, test and predict are Lightning's, through the LightningCLI of run.py (the run path, top to bottom).
+The other subcommands come from the extras (proj/extras/), found by registry.py; each is imported only when it
+runs, so `fit` pays nothing for optuna, ray or onnx.
 """
 
 from __future__ import annotations
@@ -26,32 +15,15 @@ from typing import Any
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from proj.callbacks import NonFiniteLossError
-from proj.cli.lightning_cli import lightning_main
 from proj.cli.parser import ProjArgumentParser
-
-LIGHTNING = {
-    "fit": "train, then test the best checkpoint (--resume RUN)",
-    "validate": "a checkpoint on the validation split: <run>/validate/",
-    "test": "a checkpoint on the test split: <run>/test/",
-    "predict": "<run>/predict/predictions.csv from a checkpoint",
-}
-# name: (module, one line of help)
-COMMANDS = {
-    "tune": ("proj.cli.tune", "hyper-parameter search, Optuna or Ray Tune"),
-    "cv": ("proj.cli.cv", "k-fold cross-validation: mean and std of the tests"),
-    "lr_find": ("proj.cli.finders", "sweep the lr, write the suggestion as an override"),
-    "batch_size_find": ("proj.cli.finders", "the largest batch size that fits, as an override"),
-    "schedule": ("proj.cli.schedule", "draw the lr of every step of a run, before training"),
-    "export": ("proj.cli.export", "ONNX / TorchScript (int8) of a checkpoint, checked"),
-    "serve": ("proj.cli.serve", "an HTTP server for a run's model (LitServe): predict, info, metrics"),
-    "new": ("proj.cli.new", "copy the template into a new, renamed project"),
-}
+from proj.cli.registry import LIGHTNING, commands
+from proj.cli.run import lightning_main
 
 
 def top_level_parser() -> ProjArgumentParser:
     parser = ProjArgumentParser(prog="python -m proj", description="A PyTorch Lightning project template.")
     subcommands = parser.add_subcommands(required=True, dest="subcommand")
-    for name, help in [*LIGHTNING.items(), *((n, h) for n, (_, h) in COMMANDS.items())]:
+    for name, help in [*LIGHTNING.items(), *((n, h) for n, (_, h) in commands().items())]:
         subcommands.add_subcommand(name, ProjArgumentParser(prog=f"python -m proj {name}"), help=help)
     return parser
 
@@ -75,9 +47,11 @@ def main(args: list[str] | None = None, run: bool = True) -> Any:
 
 
 def dispatch(args: list[str], run: bool) -> Any:
-    if args and args[0] in COMMANDS:
-        module = importlib.import_module(COMMANDS[args[0]][0])
-        return module.command(args[0], args[1:])
-    if run and (not args or args[0] not in LIGHTNING):  # --help, nothing, or an unknown subcommand
+    if args and args[0] in LIGHTNING:
+        return lightning_main(args, run=run)
+    if not run:  # a fit config without its subcommand
+        return lightning_main(args, run=False)
+    extra = commands().get(args[0]) if args else None
+    if extra is None:  # --help, nothing, or an unknown subcommand: the usage, or the error naming the subcommands
         top_level_parser().parse_args(args)
-    return lightning_main(args, run=run)
+    return importlib.import_module(extra[0]).command(args[0], args[1:])

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from proj.cli.checkpoint_model import read_checkpoint
+from proj.cli.checkpoints import read_checkpoint
 from proj.cli.parser import UsageError
 
 REPORT = "init_from.json"

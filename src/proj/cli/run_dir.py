@@ -99,6 +99,7 @@ class SaveRunConfig(SaveConfigCallback):
     `test --config RUN/config.yaml` parses it, while `--resume RUN` adds them back."""
 
     def __init__(self, parser: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+        self.command_line: list[str] = []  # the command's arguments (set by ProjCLI), for the callbacks that record it
         self.resumed = bool(config.get("resume"))
         config = config.clone()
         if self.resumed:
@@ -143,8 +144,9 @@ class SavesWithoutValidating:
         return getattr(self.parser, name)
 
 
-# What a run writes before its first step: its config, the logger's hyper-parameters, metrics and event files.
-SETUP_FILES = ("config.yaml", "hparams.yaml", "metrics.csv", "events.out.tfevents.*")
+# What a run writes before its first step: its config, the logger's hyper-parameters, metrics and event files, and
+# the record of the failed command (the run_record extra's run.json and model card).
+SETUP_FILES = ("config.yaml", "hparams.yaml", "metrics.csv", "events.out.tfevents.*", "run.json", "model_card.md")
 
 
 def holds_only_setup_files(run_dir: Path) -> bool:

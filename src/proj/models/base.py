@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from proj.compat import logs_this_step
-from proj.models.optimizer_modes import OptimizerModes
+from proj.models.schedule_free_modes import ScheduleFreeModes
 from proj.nets.checkpointing import NO_BLOCKS, body_blocks, checkpoint_blocks
 from proj.optim import (
     OptimConfig,
@@ -50,7 +50,7 @@ class TargetsMismatch(ValueError):
     its outputs would be read with the wrong labels. The command line reports it on one line."""
 
 
-class TaskModule(OptimizerModes, L.LightningModule):
+class TaskModule(ScheduleFreeModes, L.LightningModule):
     """The shared core. `num_outputs`, `input_shape` and `targets` are linked from the data by the CLI.
 
     targets: what the data says of its targets (`data.target_info`): the task, and class names and loss
@@ -234,7 +234,7 @@ class TaskModule(OptimizerModes, L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["optim_stage"] = self.stage
-        super().on_save_checkpoint(checkpoint)  # a Schedule-Free optimizer's averaged weights (OptimizerModes)
+        super().on_save_checkpoint(checkpoint)  # a Schedule-Free optimizer's averaged weights (ScheduleFreeModes)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Before the weights are loaded (Lightning restores them after this hook): a checkpoint of other classes

@@ -90,7 +90,7 @@ def build_schedulers(
     applied before it. Two cases keep the warmup as a second, per-step scheduler, because one scheduler cannot
     step them at the right moments: ReduceLROnPlateau (Lightning steps it after validation, with the metric), and
     an epoch schedule over data of unknown length (no step count marks the end of an epoch). Lightning's
-    StochasticWeightAveraging refuses those two (proj.callbacks.SWA names the key).
+    StochasticWeightAveraging refuses those two (proj.extras.averaging.SWA names the key).
     """
     main = build_main(optimizer, stage, length) if stage.schedulers else None
     warmup = None  # built only if asked for: a LinearLR multiplies the lr by its start factor when it is built

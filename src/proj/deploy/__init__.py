@@ -1,1 +1,0 @@
-"""Deployment: export (ONNX / TorchScript / int8) of a trained run."""

@@ -1,0 +1,122 @@
+"""Freeze part of the net for the first epochs of a fine-tuning run, then train all of it.
+
+    trainer:
+      callbacks+:
+        - class_path: proj.extras.finetuning.Freeze
+          init_args: {pattern: "net.body.*", epochs: 2}   # fnmatch on parameter names, like optim.groups
+
+Why not the mechanism of Lightning's BaseFinetuning (requires_grad=False before configure_optimizers, then
+`unfreeze_and_add_param_group` into the live optimizer)? In this template it goes wrong four ways:
+- the added group has no `initial_lr`: the stage's scheduler (warmup, cosine, plateau) never planned it;
+- it bypasses the template's groups (no_decay_1d, per-pattern lr_scale, world-size lr scaling);
+- a stage switch rebuilds the optimizer from the parameters that require grad (frozen ones are left out), and on
+  resume BaseFinetuning writes the param groups it stored at the first epoch over the live optimizer's;
+- DDP builds its gradient reducer once: parameters frozen after it wraps the model make the next step fail
+  ("Expected to have finished reduction"), parameters frozen before it are never synchronised once unfrozen.
+So every parameter stays trainable and in its optimizer group from the first step, scheduled like the others;
+during the frozen epochs the gradients of the matched parameters are dropped after each backward, and torch's
+optimizers (fused ones too) skip a parameter whose grad is None: no update, no weight decay, no moment state
+(fused SGD then needs the momentum of those parameters started by hand: `start_momentum`).
+The price: the backward still runs through the frozen part (no speed-up, the weights are protected all the same).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.optim import Optimizer
+
+
+class Freeze(Callback):
+    """Keep the parameters whose names match `pattern` (one fnmatch pattern or a list) unchanged for the first
+    `epochs` epochs of fit, then train them with the rest.
+
+    train_bn: BatchNorm layers in the frozen part keep training (Lightning's BaseFinetuning default); false
+        freezes them too: their weights, and their running statistics (eval mode during the frozen epochs).
+    """
+
+    def __init__(self, pattern: str | Sequence[str], epochs: int = 1, train_bn: bool = True) -> None:
+        self.patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+        if not self.patterns:
+            raise ValueError("Freeze.pattern is empty: name the parameters to freeze, e.g. 'net.body.*'")
+        if epochs < 1:
+            raise ValueError(f"Freeze.epochs={epochs} must be at least 1 (the epochs that the parameters stay frozen)")
+        self.epochs, self.train_bn = epochs, train_bn
+        self.frozen: list[nn.Parameter] = []
+        self.frozen_bn: list[_BatchNorm] = []
+        self.unfrozen_in: set[int] = set()  # the optimizers whose momentum start_momentum has set up
+
+    def matches(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        # Before the loop: a pattern that matches nothing (or everything) is the config's mistake.
+        names = [n for n, _ in pl_module.named_parameters()]
+        matched = [n for n in names if self.matches(n)]
+        if not matched:
+            examples = ", ".join(names[:4])
+            raise ValueError(f"Freeze.pattern={self.patterns} matches no parameter (names look like: {examples})")
+        if len(matched) == len(names):
+            raise ValueError(
+                f"Freeze.pattern={self.patterns} matches every parameter: nothing would train in the "
+                f"{self.epochs} frozen epoch(s); freeze a part of the net, e.g. 'net.body.*'"
+            )
+        self.frozen, self.frozen_bn = [], []
+        for module_name, module in pl_module.named_modules():
+            own = [(f"{module_name}.{n}", p) for n, p in module.named_parameters(recurse=False)]
+            hits = [p for n, p in own if self.matches(n)]
+            if not hits or (isinstance(module, _BatchNorm) and self.train_bn):
+                continue
+            self.frozen += hits
+            if isinstance(module, _BatchNorm):
+                self.frozen_bn.append(module)
+
+    def frozen_now(self, trainer: L.Trainer) -> bool:
+        return trainer.current_epoch < self.epochs  # from the epoch counter: a resumed run needs no saved state
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epochs:
+            rank_zero_info(f"Freeze: from epoch {self.epochs} on, {len(self.frozen)} parameters {self.patterns} train.")
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # Lightning puts the whole model back in train mode at each epoch and after each validation.
+        if self.frozen_bn and self.frozen_now(trainer):
+            for module in self.frozen_bn:
+                module.eval()
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After DDP has reduced them (every rank drops the same ones), before clipping and the optimizer step.
+        if self.frozen_now(trainer):
+            for param in self.frozen:
+                param.grad = None
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        if not self.frozen_now(trainer) and id(optimizer) not in self.unfrozen_in:
+            self.unfrozen_in.add(id(optimizer))  # once per optimizer: each stage builds its own
+            start_momentum(optimizer)
+
+
+def start_momentum(optimizer: Optimizer) -> None:
+    """torch's fused SGD (the template's default for SGD) starts the momentum of a whole param group at once and
+    fails ("expected Tensor ... but got NoneType") on a group where only some parameters have a momentum buffer:
+    give each one that was frozen the buffer that makes its first step torch's own (buf = grad)."""
+    for group in optimizer.param_groups:
+        momentum, dampening = group.get("momentum") or 0.0, group.get("dampening") or 0.0
+        if not (group.get("fused") and momentum):
+            continue
+        for param in group["params"]:
+            state = optimizer.state[param]
+            if param.grad is not None and state.get("momentum_buffer") is None:
+                # the fused step computes momentum * buf + (1 - dampening) * grad, which is then grad
+                state["momentum_buffer"] = param.grad.detach() * (dampening / momentum)

@@ -1,0 +1,132 @@
+"""MLflow and W&B loggers whose runs live in the template's run directory, logs/<name>/version_<n>/, as
+TensorBoard's do: config.yaml, checkpoints, `--resume` and test-into-the-run work the same with every logger.
+Presets: configs/logger/mlflow.yaml, wandb.yaml, several.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
+
+RUN_DIR_TAG = "proj.run_dir"  # the MLflow tag that ties an MLflow run to its run directory
+
+
+def next_version(root: Path) -> int:
+    """The first free `version_<n>` under logs/<name>/, counted as TensorBoard and CSV count it."""
+    numbers = [int(p.name[8:]) for p in root.glob("version_*") if p.is_dir() and p.name[8:].isdigit()]
+    return max(numbers, default=-1) + 1
+
+
+class RunDirectory:
+    """logs/<name>/version_<n>/ for a logger whose records live elsewhere (a database, a W&B run).
+
+    Lightning puts config.yaml into `logger.save_dir` and checkpoints into `save_dir/name/version/checkpoints`
+    for any logger but TensorBoard and CSV: so save_dir is the run directory and name and version are empty.
+    The init arguments save_dir / name / version mean what they mean for TensorBoard, so `--resume`, the
+    experiment configs' `trainer.logger.init_args.name` and test-into-the-run work unchanged."""
+
+    def _set_run_directory(self, save_dir: str | os.PathLike, name: str, version: int | str | None) -> None:
+        self._run_root, self._run_name, self._run_version = Path(save_dir) / name, name, version
+
+    @property
+    def log_dir(self) -> str:
+        if self._run_version is None:  # fixed at the first look: config.yaml is written there at setup
+            self._run_version = next_version(self._run_root)
+        version = self._run_version if isinstance(self._run_version, str) else f"version_{self._run_version}"
+        return str(self._run_root / version)
+
+    @property
+    def save_dir(self) -> str:
+        return self.log_dir
+
+    @property
+    def name(self) -> str:
+        return ""
+
+    @property
+    def version(self) -> str:
+        return ""
+
+
+class MLFlowRunLogger(RunDirectory, MLFlowLogger):
+    """Lightning's MLFlowLogger with the run directory: config.yaml and checkpoints in logs/<name>/version_<n>/,
+    metrics and parameters in an MLflow store (a local SQLite file by default: mlflow 3.17 refuses the plain
+    file store unless MLFLOW_ALLOW_FILE_STORE=true), the MLflow experiment named after `name` and the run
+    after its directory. A run resumed into its directory (or tested into <run>/test) continues its MLflow run.
+    See it with `mlflow ui --backend-store-uri sqlite:///logs/mlflow.db`."""
+
+    def __init__(
+        self,
+        save_dir: str = "logs",
+        name: str = "default",
+        version: int | str | None = None,
+        tracking_uri: str | None = os.getenv("MLFLOW_TRACKING_URI") or "sqlite:///logs/mlflow.db",
+        artifact_location: str | None = None,
+        experiment_name: str | None = None,
+        tags: dict[str, Any] | None = None,
+        log_model: Literal[True, False, "all"] = False,
+        prefix: str = "",
+        synchronous: bool | None = None,
+    ) -> None:
+        """artifact_location: where a new experiment keeps its artifacts (default <save_dir>/mlartifacts)."""
+        self._set_run_directory(save_dir, name, version)
+        run_dir = Path(self.log_dir).resolve()
+        # An existing directory (resumed, or <run>/test): continue the MLflow run of it or of its parent.
+        run_id = find_run(tracking_uri, run_dir, run_dir.parent) if version is not None else None
+        super().__init__(
+            experiment_name=experiment_name or name,
+            run_name=f"{name}/{run_dir.name}",
+            tracking_uri=tracking_uri,
+            tags={**(tags or {}), RUN_DIR_TAG: str(run_dir)},
+            log_model=log_model,
+            prefix=prefix,
+            artifact_location=artifact_location or str(Path(save_dir) / "mlartifacts"),
+            run_id=run_id,
+            synchronous=synchronous,
+        )
+        self.prefix = prefix
+
+
+def find_run(tracking_uri: str | None, *run_dirs: Path) -> str | None:
+    """The id of the MLflow run tagged with the first of these run directories that has one."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    for run_dir in run_dirs:
+        found = client.search_runs(experiments, f"tags.`{RUN_DIR_TAG}` = '{run_dir}'", max_results=1)
+        if found:
+            return found[0].info.run_id
+    return None
+
+
+class WandbRunLogger(RunDirectory, WandbLogger):
+    """Lightning's WandbLogger with the run directory, offline by default (no account, no network): the W&B
+    run's files go to logs/<name>/version_<n>/wandb/, uploaded later with `wandb sync <that folder>/offline-run-*`.
+    A resumed run starts a new W&B run in the same directory."""
+
+    def __init__(
+        self,
+        save_dir: str = "logs",
+        name: str = "default",
+        version: int | str | None = None,
+        project: str = "proj",
+        offline: bool = True,
+        log_model: Literal["all"] | bool = False,
+        prefix: str = "",
+        tags: list[str] | None = None,
+    ) -> None:
+        self._set_run_directory(save_dir, name, version)
+        run_dir = Path(self.log_dir)
+        super().__init__(
+            name=str(Path(name) / run_dir.name),
+            save_dir=str(run_dir),
+            offline=offline,
+            project=project,
+            log_model=log_model,
+            prefix=prefix,
+            tags=tags,
+        )

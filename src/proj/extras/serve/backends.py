@@ -1,0 +1,73 @@
+"""What runs the model in a worker: the ONNX Runtime export or the PyTorch checkpoint's Deployable.
+
+Both take the raw input batch and return probabilities (classification) or values in the target's units
+(regression): the run's scaling and standardisation are inside the model (proj.extras.export.formats.Deployable), never
+in the server. A backend is built in the main process and pickled into each LitServe worker (spawned), where
+`load` creates what cannot be pickled (an onnxruntime session) and sets the worker's thread count: several
+workers on a few cores would otherwise each start one thread per core and fight over them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, path: Path, threads: int = 1):
+        self.path, self.threads, self.session = Path(path), threads, None
+
+    def load(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = self.threads
+        # ONNX Runtime's threads spin between calls by default, burning the cores the HTTP process needs to
+        # parse the next requests: with batching on at concurrency 32 not spinning served 1.4x-1.6x the requests/s
+        # (benchmarks/serve.py, 2 cores, when each worker still had two threads; one thread has no pool to spin).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: x})[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "session": None}  # a session is not picklable: `load` makes one per worker
+
+
+class TorchBackend:
+    name = "pytorch"
+
+    def __init__(self, module: nn.Module, threads: int = 1):
+        self.module, self.threads = module.eval(), threads
+
+    def load(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(x)).numpy()
+
+
+def outputs_to_json(facts: dict[str, Any], outputs: np.ndarray) -> list[dict[str, Any]]:
+    """One prediction per sample: the class and every class's probability, or the values by target name."""
+    if facts["task"] == "classification":
+        names = facts["classes"]
+        return [
+            {"class": names[int(p.argmax())], "probabilities": dict(zip(names, map(float, p), strict=True))}
+            for p in outputs
+        ]
+    if facts["task"] == "regression":
+        names = facts["target_names"]
+        return [dict(zip(names, map(float, v.reshape(-1)), strict=True)) for v in outputs]
+    return [{"outputs": v.tolist()} for v in outputs]

@@ -1,0 +1,181 @@
+"""`python -m proj serve RUN_DIR_OR_EXPORT`: an HTTP server for a trained run, on LitServe (127.0.0.1 only).
+
+    python -m proj serve logs/default/version_0 [--port 8000] [--max_batch_size 16] [--workers 2]
+    curl -s localhost:8000/predict -H 'Content-Type: application/json' -d '{"inputs": [[[0, 3, 16, ...]]]}'
+
+The model is the run's ONNX export (<run>/export/model.onnx, or the export folder given) when there is one, else
+its best checkpoint with its config.yaml (--backend pytorch forces that). Either way the run's preprocessing is
+inside the model (proj.extras.export.formats.Deployable). Endpoints: POST /predict, GET /health, GET /info (model.json's
+facts, the backend, and run.json's card when the run has one), GET /metrics (Prometheus). proj.serve holds the
+server; litserve and onnxruntime are imported only when this command runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from proj.cli.parser import UsageError, run_function
+from proj.cli.run_dir import is_run_dir
+
+INSTALL = "pip install -e .[serve] -c constraints.txt"
+
+
+def serve(
+    target: Path,
+    port: int = 8000,
+    backend: Literal["auto", "onnx", "pytorch"] = "auto",
+    ckpt_path: Path | None = None,
+    max_batch_size: int = 16,
+    batch_timeout: float = 0.005,
+    workers: int = 1,
+    max_samples: int = 256,
+) -> None:
+    """Serve a run's model over HTTP on 127.0.0.1: POST /predict, GET /health, /info and /metrics.
+
+    Args:
+        target: a run directory (logs/<name>/version_<n>) or an export folder (holding model.json).
+        port: the TCP port on 127.0.0.1.
+        backend: onnx (the export's model.onnx), pytorch (the run's checkpoint and config.yaml), or auto: onnx
+            when the export exists.
+        ckpt_path: the checkpoint for --backend pytorch (default: the run's best, else last.ckpt).
+        max_batch_size: requests gathered into one model call (dynamic batching); 1 turns batching off.
+        batch_timeout: seconds a batch waits to fill before it runs.
+        workers: model processes; they share the CPU threads the HTTP process leaves (all cores but one).
+        max_samples: samples one request may carry; more is answered 413.
+    """
+    for name, value, least in (("port", port, 1024), ("max_batch_size", max_batch_size, 1), ("workers", workers, 1)):
+        if value < least:
+            raise UsageError(f"--{name} {value} must be at least {least}")
+    if batch_timeout < 0 or max_samples < 1:
+        raise UsageError(f"--batch_timeout {batch_timeout} must be >= 0 and --max_samples {max_samples} >= 1")
+    missing = [name for name in ("litserve", "prometheus_client") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"serving needs {' and '.join(missing)}, not installed: {INSTALL}")
+    run_dir, export_dir = locate(Path(target))
+    model, facts = load_backend(run_dir, export_dir, backend, ckpt_path, worker_threads(workers))
+    info = {**facts, "backend": model.name, **run_card(export_dir, run_dir)}
+    with metrics_dir():
+        from proj.extras.serve.api import build_server  # litserve and prometheus_client: only now, after the env var
+
+        server = build_server(model, facts, info, max_samples, max_batch_size, batch_timeout, workers)
+        print(f"serving {model.name} model of {target} on http://127.0.0.1:{port} (POST /predict, GET /info)")
+        run_until_stopped(server, port)
+
+
+def worker_threads(workers: int) -> int:
+    """CPU threads of each model worker: the cores but the one the HTTP process needs to parse requests, shared
+    equally. On 2 cores one model thread instead of two served 1.4x-1.8x the requests / s with batching on at
+    concurrency 32 (ResNet-110, both backends; one run each of benchmarks/serve.py's load): the second thread only
+    fought the HTTP process."""
+    return max(1, ((os.cpu_count() or 1) - 1) // workers)
+
+
+def locate(target: Path) -> tuple[Path | None, Path | None]:
+    """(run directory, export folder) of what was given; either may be missing, not both."""
+    if not target.exists():
+        raise UsageError(f"{target} does not exist: give a run directory logs/<name>/version_<n> or its export/")
+    if (target / "model.json").is_file():
+        return (target.parent if is_run_dir(target.parent) else None), target
+    if is_run_dir(target):
+        return target, (target / "export" if (target / "export" / "model.json").is_file() else None)
+    raise UsageError(
+        f"{target} holds no model: neither a run directory (config.yaml and checkpoints/) nor an export folder "
+        "(model.json, from `python -m proj export`)"
+    )
+
+
+def load_backend(
+    run_dir: Path | None, export_dir: Path | None, backend: str, ckpt_path: Path | None, threads: int
+) -> tuple[Any, dict[str, Any]]:
+    onnx = export_dir / "model.onnx" if export_dir else None
+    if backend == "onnx" or (backend == "auto" and onnx and onnx.is_file()):
+        if not (onnx and onnx.is_file()):
+            where = export_dir or (run_dir and run_dir / "export")
+            raise UsageError(
+                f"--backend onnx: {where} holds no model.onnx; export it first (python -m proj export --config "
+                "<run>/config.yaml --ckpt_path <checkpoint> --format onnx) or use --backend pytorch"
+            )
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise UsageError("--backend onnx needs onnxruntime: pip install -e .[export] -c constraints.txt")
+        from proj.extras.serve.backends import OnnxBackend
+
+        return OnnxBackend(onnx, threads), json.loads((export_dir / "model.json").read_text())
+    if run_dir is None:
+        raise UsageError(f"--backend pytorch needs the run directory (config.yaml, checkpoints/), not {export_dir}")
+    return torch_backend(run_dir, ckpt_path or best_checkpoint(run_dir), threads)
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    best = sorted((run_dir / "checkpoints").glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if best:
+        return best[-1]
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return run_dir / "checkpoints" / "last.ckpt"
+    raise UsageError(f"{run_dir / 'checkpoints'} holds no checkpoint: train the run first, or give --ckpt_path")
+
+
+def torch_backend(run_dir: Path, ckpt: Path, threads: int) -> tuple[Any, dict[str, Any]]:
+    """The checkpoint's Deployable, built from the run's config.yaml the way export builds it, and its facts."""
+    from proj.cli.checkpoints import load_trained
+    from proj.cli.run import lightning_main
+    from proj.extras.serve.backends import TorchBackend
+    from proj.models.deployable import deployable
+
+    if not Path(ckpt).is_file():
+        raise UsageError(f"--ckpt_path {ckpt} does not exist")
+    cli = lightning_main(["--config", str(run_dir / "config.yaml"), "--trainer.logger=false"], run=False)
+    model, dm = load_trained(cli, str(ckpt))
+    facts = {
+        "format": "pytorch",
+        "task": model.task,
+        "classes": list(getattr(model, "class_names", [])),
+        "target_names": list(getattr(model, "target_names", [])),
+        "features": list(getattr(dm, "features", None) or []),
+        "input_shape": ["batch", *dm.input_shape],
+        "input_dtype": str(dm.splits["test"].tensors[0].dtype).replace("torch.", ""),
+        "source_checkpoint": str(ckpt),
+    }
+    return TorchBackend(deployable(model, dm), threads), facts
+
+
+def run_card(export_dir: Path | None, run_dir: Path | None) -> dict[str, Any]:
+    """{"card": run.json's card} when the run (or its export) has a run record; older runs have none."""
+    for folder in (export_dir, run_dir):
+        record = folder / "run.json" if folder else None
+        if record and record.is_file():
+            card = json.loads(record.read_text()).get("card")
+            return {"card": card} if card is not None else {}
+    return {}
+
+
+class metrics_dir:
+    """PROMETHEUS_MULTIPROC_DIR for the server's processes (set before prometheus_client is imported), removed
+    afterwards unless the user gave one."""
+
+    def __enter__(self) -> None:
+        self.own = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+        if self.own:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="proj-serve-metrics-")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.own:
+            shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
+
+
+def run_until_stopped(server: Any, port: int) -> None:
+    """Run until Ctrl+C or SIGTERM, which stop every process of the server the same way, without a traceback and
+    with exit status 0 (proj.extras.serve.stopping says how)."""
+    from proj.extras.serve.stopping import serve_until_stopped  # litserve: only now
+
+    serve_until_stopped(server, port)
+    print("server stopped")
+
+
+def command(name: str, args: list[str]) -> None:
+    return run_function(name, serve, args)

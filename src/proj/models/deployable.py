@@ -1,0 +1,66 @@
+"""The model as it is deployed: raw inputs in, the task's predictions out.
+
+It takes raw inputs as the data module stores them (digits 0..16, images as uint8 0..255, table rows after
+imputation) with any batch size. Scaling and standardisation with the training statistics are inside, and so is
+the task's output: class probabilities for a classifier, values in the target's units for a regressor (its target
+standardisation undone). The export and serve extras, and the weight-averaging tests, all use this one module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class Deployable(nn.Module):
+    """Raw inputs in, the task's predictions out: the data module's scaling and standardisation, the net, then
+    softmax (classification), the target's units (regression) or nothing (other tasks)."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        scale: float,
+        mean: list[float] | None,
+        std: list[float] | None,
+        ndim: int,
+        task: str = "classification",
+        target_mean: Tensor | None = None,
+        target_std: Tensor | None = None,
+    ):
+        super().__init__()
+        self.net, self.scale, self.task = net, scale, task
+        shape = (1, -1) + (1,) * (ndim - 2)
+        self.register_buffer("mean", torch.tensor(mean or [0.0]).view(shape))
+        self.register_buffer("std", torch.tensor(std or [1.0]).view(shape))
+        self.register_buffer("target_mean", torch.zeros(1) if target_mean is None else target_mean.detach().clone())
+        self.register_buffer("target_std", torch.ones(1) if target_std is None else target_std.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.to(torch.float32) * self.scale
+        out = self.net((x - self.mean) / self.std)
+        if self.task == "classification":
+            return out.softmax(-1)
+        if self.task == "regression":
+            return out * self.target_std + self.target_mean
+        return out
+
+
+def deployable(model: Any, dm: Any) -> Deployable:
+    """The model's net wrapped with the data module's preprocessing and the task's output."""
+    stats = dm.stats
+    return Deployable(
+        model.net,
+        dm.scale,
+        stats.get("mean"),
+        stats.get("std"),
+        len(dm.input_shape) + 1,
+        task=model.task,
+        target_mean=getattr(model, "target_mean", None),
+        target_std=getattr(model, "target_std", None),
+    ).eval()
+
+
+def output_name(task: str) -> str:
+    return {"classification": "probabilities", "regression": "values"}.get(task, "outputs")

@@ -1,0 +1,171 @@
+"""Weight averaging (configs/callbacks/ema.yaml, swa.yaml) stacked on the default config: the averaged weights are
+what is validated, saved, tested after fit and exported, and a run resumed after a crash continues the average.
+The warmup inside the stage's one scheduler (proj.optim.schedulers.WithWarmup) is what lets SWA take the default."""
+
+import copy
+import os
+import shutil
+
+import onnxruntime as ort
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch.optim.lr_scheduler import LinearLR
+
+from proj.models.deployable import deployable
+from proj.optim import OptimConfig, parse_stages
+from proj.optim.schedulers import WithWarmup, build_schedulers
+
+from conftest import CONFIGS, DEFAULT, QUICK, cli, usage_error
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("averaging")]
+
+EPOCHS = 3  # swa.yaml averages from int(0.75 * 3) = epoch 2 on: the weights at the start of epochs 2 and 3
+TESTED = {"ema": "best", "swa": "last"}  # swa.yaml tests the final average (test_ckpt: last)
+
+
+# EMA on a recipe without warmup, whose 9 steps move the weights well away from their average; SWA on the default
+# config itself (warmup + cosine), which Lightning's SWA refused while the warmup was a second scheduler.
+RECIPE = {"ema": ["--config", str(CONFIGS / "optim" / "adam_exponential.yaml")], "swa": []}
+
+
+def fit_args(kind: str) -> list[str]:
+    averaging = ["--config", str(CONFIGS / "callbacks" / f"{kind}.yaml")]
+    return ["--config", DEFAULT, *RECIPE[kind], *averaging, *QUICK, f"--trainer.max_epochs={EPOCHS}"]
+
+
+class KeepCheckpointBeforeLastEpoch(Callback):
+    """A copy of last.ckpt as the epoch before the last left it: what a crash at the start of the last epoch leaves."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == EPOCHS - 1:
+            shutil.copy(trainer.checkpoint_callback.last_model_path, self.path)
+
+
+@pytest.fixture(scope="module", params=sorted(TESTED))
+def runs(request, tmp_path_factory):
+    """One averaging callback: a whole fit, tested after fit as `proj fit` does (test_ckpt), and the same fit resumed
+    from its last.ckpt of the epoch before the last (an SWA epoch already)."""
+    kind, workdir, cwd = request.param, tmp_path_factory.mktemp(request.param), os.getcwd()
+    os.chdir(workdir)
+    try:
+        whole = cli(*fit_args(kind), run=False)
+        whole.trainer.callbacks.append(KeepCheckpointBeforeLastEpoch(workdir / "crashed.ckpt"))
+        whole.trainer.fit(whole.model, datamodule=whole.datamodule)
+        # proj.cli.run.ProjCLI.after_fit: the checkpoint named by test_ckpt (best, or last for swa.yaml)
+        whole.trainer.test(whole.model, datamodule=whole.datamodule, ckpt_path=TESTED[kind])
+        resumed = cli("fit", *fit_args(kind), f"--ckpt_path={workdir / 'crashed.ckpt'}", "--test_after_fit=false")
+    finally:
+        os.chdir(cwd)
+    return kind, workdir, whole, resumed
+
+
+def checkpoint_of(workdir, result, which: str) -> tuple[str, dict]:
+    path = str(workdir / getattr(result.trainer.checkpoint_callback, f"{which}_model_path"))
+    return path, torch.load(path, weights_only=True)
+
+
+def exported(model, dm, state: dict):
+    """What `proj export` exports of a checkpoint's state_dict: a fresh copy of the model with those weights, wrapped
+    with the data's preprocessing and the softmax (proj.extras.export.formats.deployable)."""
+    model = copy.deepcopy(model)
+    model.load_state_dict(state)
+    return torch.no_grad()(deployable(model, dm))
+
+
+def mean_loss(model, dm, state: dict, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The loss the model logs, of the given weights, from the exported model's probabilities."""
+    return float(model.loss_fn(exported(model, dm, state)(x).log(), y))
+
+
+def test_the_tested_checkpoint_is_the_validated_average_and_exports_with_the_same_scores(runs, tmp_path, monkeypatch):
+    kind, workdir, whole, _ = runs
+    path, checkpoint = checkpoint_of(workdir, whole, TESTED[kind])
+    model, dm = whole.model, whole.datamodule
+    average, raw = checkpoint["state_dict"], checkpoint["current_model_state"]  # the raw weights, to resume from
+    # Validation saw these weights: the val/loss the checkpoint was saved with is theirs (QUICK: 2 batches of 64).
+    score = next(v["current_score"] for k, v in checkpoint["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    xv, yv = (t[:128] for t in dm.splits["val"].tensors)
+    assert mean_loss(model, dm, average, xv, yv) == pytest.approx(float(score), rel=1e-5)
+    # Test after fit tested them: the checkpoint loaded fresh into the module that `proj export` writes (its state_dict,
+    # raw inputs in, probabilities out; tests/test_deploy.py checks the ONNX file against it) scores the same.
+    x, y = dm.splits["test"].tensors
+    tested = whole.trainer.callback_metrics
+    probabilities = exported(model, dm, average)(x)
+    assert float(model.loss_fn(probabilities.log(), y)) == pytest.approx(float(tested["test/loss"]), rel=1e-5)
+    assert float((probabilities.argmax(1) == y).float().mean()) == pytest.approx(float(tested["test/acc"]), abs=1e-6)
+    # The ONNX file `proj export` writes of that checkpoint, on the same inputs.
+    monkeypatch.chdir(tmp_path)
+    config = workdir / "logs" / "default" / "version_0" / "config.yaml"
+    info = cli("export", "--config", str(config), f"--ckpt_path={path}", "--format=onnx", f"--out={tmp_path}")
+    session = ort.InferenceSession(str(tmp_path / info["files"]["model"]))
+    onnx_probabilities = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+    assert float(model.loss_fn(onnx_probabilities.log(), y)) == pytest.approx(float(tested["test/loss"]), rel=1e-5)
+    assert info["measured"]["onnx fp32"]["test_accuracy"] == pytest.approx(float(tested["test/acc"]), abs=1e-4)
+    # ... which the raw weights would not have: the average is not a copy of them.
+    assert mean_loss(model, dm, raw, x, y) != pytest.approx(float(tested["test/loss"]), rel=1e-3)
+
+
+def test_a_resumed_run_continues_the_average(runs):
+    _, workdir, whole, resumed = runs
+    (_, a), (_, b) = checkpoint_of(workdir, whole, "last"), checkpoint_of(workdir, resumed, "last")
+    for key in ("state_dict", "current_model_state"):  # the average, and the weights it averages
+        for name, value in a[key].items():
+            assert torch.allclose(b[key][name].double(), value.double(), rtol=1e-5, atol=1e-6), (key, name)
+
+
+@pytest.mark.parametrize(
+    ("configs", "expected"),
+    [
+        (
+            ["callbacks/swa.yaml", "optim/adam_then_sgd.yaml"],
+            "SWA needs one optimizer stage, but model.init_args.optim.stages has 2",
+        ),
+        (
+            ["callbacks/ema.yaml", "callbacks/swa.yaml"],
+            "use one of configs/callbacks/ema.yaml and configs/callbacks/swa.yaml",
+        ),
+    ],
+    ids=["swa-two-stages", "ema-and-swa"],
+)
+def test_what_cannot_be_averaged_is_refused_before_training(in_tmp, capsys, configs, expected):
+    stacked = [arg for name in configs for arg in ("--config", str(CONFIGS / name))]
+    line = usage_error(capsys, "fit", "--config", DEFAULT, *stacked, *QUICK, "--trainer.max_epochs=21")
+    assert expected in line
+    assert not list(in_tmp.rglob("*.ckpt"))
+
+
+def test_the_warmup_is_inside_the_one_scheduler_and_resumes_with_it():
+    stage = {
+        "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}},
+        "lr_scheduler": {"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 2, "gamma": 0.5}},
+        "interval": "epoch",
+        "warmup_steps": 5,
+    }
+    (parsed,) = parse_stages(OptimConfig(stages=[stage]))
+
+    def built(steps_per_epoch):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        return opt, build_schedulers(opt, parsed, lambda where: 0, lambda: steps_per_epoch)
+
+    opt, (config,) = built(3)
+    assert isinstance(config["scheduler"], WithWarmup) and config["interval"] == "step"
+    for _ in range(7):
+        opt.step()
+        config["scheduler"].step()
+    again, (fresh,) = built(3)  # a resumed run: Lightning restores the optimizer (its lr) and the scheduler
+    again.load_state_dict(opt.state_dict())
+    fresh["scheduler"].load_state_dict(config["scheduler"].state_dict())
+    lrs = [], []
+    for (o, c), out in zip([(opt, config), (again, fresh)], lrs, strict=True):
+        for _ in range(8):
+            o.step()
+            c["scheduler"].step()
+            out.append(o.param_groups[0]["lr"])
+    assert lrs[0] == lrs[1] and len(set(lrs[0])) > 1
+    # Data of unknown length marks no epoch end in steps: the warmup stays a second, per-step scheduler.
+    _, configs = built(None)
+    assert [type(c["scheduler"]) for c in configs] == [torch.optim.lr_scheduler.StepLR, LinearLR]

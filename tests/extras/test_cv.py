@@ -1,0 +1,60 @@
+"""The cv extra: k-fold cross-validation, each fold a complete fit and test, summarised; refused, naming the
+subcommand and the reason, for a data module that cannot make folds."""
+
+import importlib.util
+
+import pytest
+from sklearn.datasets import load_digits
+
+from conftest import CONFIGS, DEFAULT, REGRESSION, assert_refused_before_training, cli, help_text
+
+pytestmark = pytest.mark.slow
+
+SHORT = [
+    "--trainer.max_epochs=3",
+    "--trainer.limit_train_batches=5",
+    "--trainer.limit_val_batches=3",
+    "--trainer.enable_model_summary=false",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+def test_cross_validation_folds_are_stratified_disjoint_and_summarised(in_tmp):
+    from proj.data import DigitsDataModule
+
+    y = load_digits().target
+    tests = [DigitsDataModule(cv_folds=3, cv_fold=k).split_indices(y)["test"] for k in range(3)]
+    assert sum(len(t) for t in tests) == 1797 and len(set().union(*map(set, tests))) == 1797  # a partition
+    for t in tests:  # stratified: each class's share of a fold is within one sample of a third of it
+        assert all(abs((y[t] == c).sum() - (y == c).sum() / 3) <= 1 for c in range(10))
+    summary = cli("cv", "--config", DEFAULT, *SHORT, "--folds", "3")
+    assert len(summary["folds"]) == 3
+    accs = [f["test/acc"] for f in summary["folds"]]
+    assert summary["mean"]["test/acc"] == pytest.approx(sum(accs) / 3)
+    assert (in_tmp / "logs" / "default_cv" / "summary.json").is_file()
+    assert sorted(p.name for p in (in_tmp / "logs" / "default_cv").iterdir() if p.is_dir()) == [
+        "fold_0",
+        "fold_1",
+        "fold_2",
+    ]
+
+
+def test_cv_of_a_regression_lands_in_name_cv_whatever_the_logger(in_tmp):
+    mlflow = CONFIGS / "logger" / "mlflow.yaml"  # a logger whose save_dir property is its run directory
+    if not mlflow.is_file() or importlib.util.find_spec("mlflow") is None:
+        pytest.skip("the loggers extra (configs/logger/mlflow.yaml) or mlflow is not installed")
+    summary = cli("cv", *REGRESSION, "--config", str(mlflow), *SHORT, "--folds", "2")
+    assert set(summary["mean"]) >= {"test/r2", "test/rmse", "test/mae", "test/loss"}
+    assert sorted(p.name for p in (in_tmp / "logs" / "diabetes_regression_cv").glob("fold_*")) == ["fold_0", "fold_1"]
+
+
+def test_help_shows_its_own_options(capsys):
+    assert "--folds" in help_text(capsys, "cv")
+
+
+@pytest.mark.xdist_group("tiny_run")
+@pytest.mark.parametrize(
+    "case", [("cv_folds", ["cv", "--config", DEFAULT, "--folds=1"], "--folds=1")], ids=lambda case: case[0]
+)
+def test_bad_input_is_one_clear_line_before_training(case, tiny_run, tmp_path, monkeypatch, capsys):
+    assert_refused_before_training(case, tiny_run, tmp_path, monkeypatch, capsys)
