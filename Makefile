@@ -40,7 +40,7 @@ tensorboard: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/lint-imports    # the layers in pyproject.toml: cli -> tune, deploy -> models, data, callbacks -> optim -> nets
+	$(BIN)/lint-imports    # pyproject.toml: the core never imports an extra; extras -> cli -> callbacks -> models, data -> optim -> nets
 
 format: setup
 	$(BIN)/ruff check --fix .

@@ -16,6 +16,10 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     share = (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, share)))
 
+# Imported here, at collection, not inside a test's captured output: Lightning's log handler then holds the real
+# stderr, not the first test's capture (closed by the next tests: "--- Logging error ---" in later tests' output).
+import proj.cli  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 DEFAULT = str(CONFIGS / "default.yaml")

@@ -13,9 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-# Imported at collection, not inside a test's captured output: Lightning's log handler then holds the real stderr,
-# not the first test's capture (closed by the next tests).
-from proj.cli import main  # noqa: F401
 from proj.cli.registry import commands
 
 from conftest import DEFAULT, QUICK, cli, usage_error

@@ -32,7 +32,7 @@ PRIVATE = (
     (ModelCheckpoint, "_save_checkpoint", "last.ckpt written every epoch"),
     (ModelCheckpoint, "_save_last_checkpoint", "last.ckpt written every epoch"),
     (ModelCheckpoint, "_link_checkpoint", "last.ckpt linked atomically (overridden in ModelCheckpointEveryEpoch)"),
-    (LightningCLI, "_parse_ckpt_path", "--weights_only false for trusted checkpoints"),
+    (LightningCLI, "_parse_ckpt_path", "reading a --ckpt_path's hyper-parameters as --weights_only says (cli/run.py)"),
     (ModelParallelStrategy, "setup_environment", "FSDP2Strategy: a data-parallel mesh over every process"),
 )
 

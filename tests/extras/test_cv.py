@@ -6,7 +6,7 @@ import importlib.util
 import pytest
 from sklearn.datasets import load_digits
 
-from conftest import CONFIGS, DEFAULT, REGRESSION, assert_refused_before_training, cli, help_text
+from conftest import CONFIGS, DEFAULT, REGRESSION, assert_refused_before_training, cli, help_text, usage_error
 
 pytestmark = pytest.mark.slow
 
@@ -58,3 +58,9 @@ def test_help_shows_its_own_options(capsys):
 )
 def test_bad_input_is_one_clear_line_before_training(case, tiny_run, tmp_path, monkeypatch, capsys):
     assert_refused_before_training(case, tiny_run, tmp_path, monkeypatch, capsys)
+
+
+def test_a_data_module_that_cannot_make_folds_is_refused_naming_cv_and_why(in_tmp, capsys):
+    error = usage_error(capsys, "cv", "--config", DEFAULT, "--data=test_own_data.DictDigits")  # tests/test_own_data.py
+    assert error.startswith("python -m proj cv: error: data DictDigits takes no cv_folds / cv_fold argument")
+    assert not (in_tmp / "logs").exists()

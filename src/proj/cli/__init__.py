@@ -15,9 +15,10 @@ from typing import Any
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from proj.callbacks import NonFiniteLossError
-from proj.cli.parser import ProjArgumentParser
+from proj.cli.parser import ProjArgumentParser, exit_with_usage_error
 from proj.cli.registry import LIGHTNING, commands
 from proj.cli.run import lightning_main
+from proj.models import BatchError
 
 
 def top_level_parser() -> ProjArgumentParser:
@@ -35,7 +36,8 @@ def main(args: list[str] | None = None, run: bool = True) -> Any:
     had killed it, so that a scheduler or an `&&` chain does not take it for finished. Lightning re-raises
     its SIGTERMException, a SystemExit without a code, which Python turns into status 0.
     A run that blew up (non-finite loss or weights) ends with status 1 and the guard's message on one line: it
-    names the step and the fix, and the traceback through Lightning's loops would only bury it.
+    names the step and the fix, and the traceback through Lightning's loops would only bury it. So does a batch the
+    model cannot read (proj.models.batches), at the first step, with status 2: it is the data's or the config's.
     """
     args = list(sys.argv[1:] if args is None else args)
     try:
@@ -44,6 +46,8 @@ def main(args: list[str] | None = None, run: bool = True) -> Any:
         raise SystemExit(stop.code or 128 + signal.SIGTERM) from None
     except NonFiniteLossError as err:
         raise SystemExit(f"python -m proj {args[0] if args else 'fit'}: error: {err}") from None
+    except BatchError as err:
+        exit_with_usage_error(f"python -m proj {args[0] if args else 'fit'}", str(err))
 
 
 def dispatch(args: list[str], run: bool) -> Any:

@@ -40,10 +40,12 @@ from proj.cli.init_from import HELP as INIT_FROM_HELP
 from proj.cli.init_from import apply_init_from
 from proj.cli.parser import ProjArgumentParser, UsageError, construction_error, exit_with_usage_error
 from proj.cli.run_dir import ResumeRun, SaveRunConfig, log_into, run_of_checkpoint
+from proj.data import contract as data_contract
 
-# (data module attribute, model argument): what every task module learns from the data (the data contract:
-# proj.data.contract). The same three for every task, so that one parser serves them all.
-DATA_TO_MODEL = (("num_outputs", "num_outputs"), ("input_shape", "input_shape"), ("target_info", "targets"))
+# What every task module learns from the data: each read off the data module and checked by the data contract's
+# function of that name (proj.data.contract), then given to the model argument of that name. The same three for
+# every task, so that one parser serves them all.
+DATA_TO_MODEL = ("num_outputs", "input_shape", "targets")
 # What a bad value makes a class's __init__, Lightning's Trainer or configure_optimizers raise: before the loop
 # starts, such an error is the config's and is reported on one line; once it runs, it keeps its traceback.
 CONFIG_ERRORS = (ValueError, TypeError, MisconfigurationException)
@@ -93,8 +95,9 @@ class ProjCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """The template's options, and the facts of the data linked into the model (never written twice)."""
-        for source, target in DATA_TO_MODEL:
-            parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
+        for name in DATA_TO_MODEL:
+            read = getattr(data_contract, name)
+            parser.link_arguments("data", f"model.init_args.{name}", compute_fn=read, apply_on="instantiate")
         add_run_options(parser, fit_config_only=not self.subcommands_mode)
 
     def _parse_ckpt_path(self) -> None:
@@ -103,7 +106,7 @@ class ProjCLI(LightningCLI):
         if not subcommand:
             return
         try:
-            self.changed_model_keys = model_from_checkpoint(self, subcommand, {t for _, t in DATA_TO_MODEL})
+            self.changed_model_keys = model_from_checkpoint(self, subcommand, set(DATA_TO_MODEL))
         except UsageError as err:
             self.usage_error(str(err))
 

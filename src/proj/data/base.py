@@ -28,7 +28,7 @@ from proj.data.resampling import check_smote_settings, smote_split, synthetic_id
 from proj.data.sampling import ClassBalancedSampler, EpochShuffle, ResumableLoader, SamplerMode, run_seed
 from proj.data.splits import check_split_settings, split_indices
 from proj.data.standardization import channel_stats, standardize
-from proj.data.targets import TaskTargets, target_stats
+from proj.data.targets import TargetsMixin, target_stats
 
 Arrays = tuple[np.ndarray | Tensor, np.ndarray | Tensor]
 # device_resident "auto": the largest training split moved whole to the device. Drawing batches by index
@@ -36,10 +36,10 @@ Arrays = tuple[np.ndarray | Tensor, np.ndarray | Tensor]
 RESIDENT_MAX_BYTES = 2**30
 
 
-class ArrayDataModule(TaskTargets, L.LightningDataModule):
+class ArrayDataModule(TargetsMixin, L.LightningDataModule):
     """A labelled dataset held as tensors: split once in `setup`, served by DataLoaders.
 
-    `task` (classification or regression) is set by the dataset; what follows from it is in `TaskTargets`.
+    `task` (classification or regression) is set by the dataset; what follows from it is in `TargetsMixin`.
 
     Args:
         batch_size: samples per batch and per device (the global batch is batch_size x devices x nodes).

@@ -18,8 +18,9 @@ from proj.data.sampling import balanced_class_weights
 Task = Literal["classification", "regression"]
 
 
-class TaskTargets:
-    """Mixed into ArrayDataModule: a dataset sets `task` (and `num_classes`, or `target_names`)."""
+class TargetsMixin:
+    """The targets side of the data contract (proj.data.contract), mixed into ArrayDataModule: a dataset sets `task`
+    (and `num_classes`, or `target_names`), and this says what follows for its targets."""
 
     task: Task = "classification"
     num_classes: int  # classification only
@@ -81,7 +82,7 @@ class TaskTargets:
         return {"mean": list(self.stats["target_mean"]), "std": list(self.stats["target_std"])}
 
     @property
-    def target_info(self) -> dict[str, Any]:
+    def targets(self) -> dict[str, Any]:
         """Everything the model is told about the targets, in one dict linked into every task module
         (`model.init_args.targets`): the task, and its class names and loss weights, or its target names and
         training statistics. One argument for every task, so one parser link serves them all."""

@@ -10,6 +10,8 @@ Regressor, yours) says only:
 - `update_metrics(metrics, outputs, target)`: feed them, and return what callbacks see of the batch;
 - `predictions(outputs)`: what `predict` returns (probabilities, values in the target's units, ...);
 - `prediction_columns()` / `prediction_rows(predictions)`: how predictions.csv spells them.
+
+Every batch is read through `unpack_batch` (proj.models.batches): tuples, or dicts with the keys of `batch_keys`.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from proj.compat import logs_this_step
+from proj.models.batches import Batch, BatchError, BatchKeys, unpack
 from proj.models.schedule_free_modes import ScheduleFreeModes
 from proj.nets.checkpointing import NO_BLOCKS, body_blocks, checkpoint_blocks
 from proj.optim import (
     OptimConfig,
-    RunFacts,
+    TrainerFacts,
     check_resumed_horizons,
     configure_stage,
     horizons,
@@ -53,13 +56,15 @@ class TargetsMismatch(ValueError):
 class TaskModule(ScheduleFreeModes, L.LightningModule):
     """The shared core. `num_outputs`, `input_shape` and `targets` are linked from the data by the CLI.
 
-    targets: what the data says of its targets (`data.target_info`): the task, and class names and loss
+    targets: what the data says of its targets (`data.targets`, proj.data.contract): the task, and class names and loss
         weights (classification) or target names and the training split's mean and std (regression).
 
     channels_last: keep conv weights and image batches in NHWC, the layout tensor cores read fastest (GPU,
     with bf16 / fp16). compile: torch.compile the net in place (checkpoint keys unchanged); the first steps
     pay the compilation. activation_checkpointing: recompute each block of the net's body in the backward pass
     instead of keeping its activations (proj.nets.checkpointing): less memory, more time (benchmarks/README.md).
+
+    batch_keys: the keys of dict batches (input, target, id); tuple batches need none (proj.models.batches).
     """
 
     task = "custom"  # what the task-aware callbacks and tools look at: classification, regression, ...
@@ -75,9 +80,11 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         activation_checkpointing: bool = False,
+        batch_keys: BatchKeys | None = None,
     ) -> None:
         super().__init__()
         self.targets = dict(targets or {})
+        self.batch_keys = BatchKeys(**batch_keys) if isinstance(batch_keys, dict) else batch_keys or BatchKeys()
         check_task(type(self), self.task, self.targets.get("task"))
         if isinstance(net, dict):  # {class_path, init_args}: as saved in a checkpoint's hyper-parameters
             net = partial(import_class(net["class_path"], "model.net.class_path"), **net.get("init_args", {}))
@@ -124,13 +131,19 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
 
     # --- the loop ---------------------------------------------------------------------------------------
 
+    def unpack_batch(self, batch: Any) -> Batch:
+        """How a batch becomes (inputs, target, ids): the one hook every step and callback reads batches through.
+        Override it for batches of a shape of your own."""
+        return unpack(batch, self.batch_keys)
+
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y, _ = self.unpack_batch(batch)
+        y = labelled(y, "training")
         outputs = self(x)
         loss = self.compute_loss(outputs, y)
         # The step's loss goes to `self.log` only when it reaches the logs (every log_every_n_steps): a call
@@ -146,21 +159,21 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
             self.update_metrics(self.train_metrics, outputs.detach(), y)
         return loss
 
-    def evaluate(self, batch: tuple[Tensor, Tensor], loss: MeanMetric, metrics: MetricCollection) -> dict[str, Tensor]:
-        x, y = batch
+    def evaluate(self, batch: Any, loss: MeanMetric, metrics: MetricCollection) -> dict[str, Tensor]:
+        x, y, _ = self.unpack_batch(batch)
+        y = labelled(y, "validation or test")
         outputs = self(x)
         loss.update(batch_weighted(self.compute_loss(outputs, y), len(y)))
         return self.update_metrics(metrics, outputs, y)  # for callbacks (confusion matrix, scatter)
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self.evaluate(batch, self.val_loss, self.val_metrics)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self.evaluate(batch, self.test_loss, self.test_metrics)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.predictions(self(x))
+        return self.predictions(self(self.unpack_batch(batch).inputs))
 
     def on_train_epoch_end(self) -> None:
         self.log_epoch("train/loss_epoch", self.train_loss, self.train_metrics)
@@ -215,7 +228,7 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         self.built_stage = self.stage
-        optimizers, schedulers = configure_stage(self, self.optim, self.stages, self.stage, RunFacts(self.trainer))
+        optimizers, schedulers = configure_stage(self, self.optim, self.stages, self.stage, TrainerFacts(self.trainer))
         self.planned_horizons = horizons([c["scheduler"] for c in schedulers])
         return optimizers, schedulers
 
@@ -288,8 +301,18 @@ def plain_hparams(hparams: dict[str, Any]) -> None:
         kwargs = {}
     if isinstance(net, type):
         hparams["net"] = {"class_path": f"{net.__module__}.{net.__qualname__}", "init_args": kwargs}
-    if is_dataclass(hparams.get("optim")):
-        hparams["optim"] = asdict(hparams["optim"])
+    for name in ("optim", "batch_keys"):
+        if is_dataclass(hparams.get(name)):
+            hparams[name] = asdict(hparams[name])
+
+
+def labelled(target: Tensor | None, split: str) -> Tensor:
+    if target is None:
+        raise BatchError(
+            f"a {split} batch has no target: give the loader (inputs, target) tuples, or set "
+            "model.init_args.batch_keys.target to the key of the target in your dict batches"
+        )
+    return target
 
 
 def batch_weighted(loss: Tensor, batch_size: int) -> Tensor:

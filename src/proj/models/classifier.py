@@ -15,6 +15,7 @@ from torchmetrics.classification import (
 )
 
 from proj.models.base import NetFactory, TaskModule
+from proj.models.batches import BatchKeys
 from proj.optim import OptimConfig
 
 
@@ -36,9 +37,10 @@ class Classifier(TaskModule):
         channels_last: bool = False,
         compile: bool = False,
         activation_checkpointing: bool = False,
+        batch_keys: BatchKeys | None = None,
     ) -> None:
         super().__init__(
-            net, num_outputs, input_shape, targets, optim, channels_last, compile, activation_checkpointing
+            net, num_outputs, input_shape, targets, optim, channels_last, compile, activation_checkpointing, batch_keys
         )
         loss_weights, names = self.targets.get("class_weights"), self.targets.get("classes")
         weight = torch.tensor(loss_weights, dtype=torch.float) if loss_weights else None

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
 from proj.models.base import NetFactory, TaskModule
+from proj.models.batches import BatchKeys
 from proj.optim import OptimConfig
 
 LOSSES = {"mse": nn.MSELoss, "huber": nn.HuberLoss, "l1": nn.L1Loss}
@@ -39,9 +40,10 @@ class Regressor(TaskModule):
         channels_last: bool = False,
         compile: bool = False,
         activation_checkpointing: bool = False,
+        batch_keys: BatchKeys | None = None,
     ) -> None:
         super().__init__(
-            net, num_outputs, input_shape, targets, optim, channels_last, compile, activation_checkpointing
+            net, num_outputs, input_shape, targets, optim, channels_last, compile, activation_checkpointing, batch_keys
         )
         if loss not in LOSSES:
             raise ValueError(f"model.init_args.loss={loss!r}: choose one of {', '.join(LOSSES)}")

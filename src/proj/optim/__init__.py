@@ -11,12 +11,12 @@ from proj.optim.classes import import_class
 from proj.optim.config import OptimConfig, Stage, check_stages_start_in_run, parse_stages
 from proj.optim.groups import build_optimizer, l1_penalty, param_groups
 from proj.optim.schedulers import check_resumed_horizons, horizons
-from proj.optim.stages import RunFacts, configure_stage, stage_at
+from proj.optim.stages import TrainerFacts, configure_stage, stage_at
 
 __all__ = [
     "OptimConfig",
-    "RunFacts",
     "Stage",
+    "TrainerFacts",
     "build_optimizer",
     "check_resumed_horizons",
     "check_stages_start_in_run",

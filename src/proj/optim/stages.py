@@ -1,6 +1,6 @@
 """Multi-stage training: which stage trains an epoch, and what `configure_optimizers` returns for a stage.
 
-The trainer is read here and nowhere else in `proj.optim` (`RunFacts`): the parts below it are functions of
+The trainer is read here and nowhere else in `proj.optim` (`TrainerFacts`): the parts below it are functions of
 numbers. Switching stage at an epoch and saving the stage in checkpoints is the model's part
 (`proj.models.base.TaskModule`), because Lightning owns the optimizers once they are built.
 """
@@ -26,7 +26,7 @@ AMP_PRECISIONS = ("16-mixed", "bf16-mixed", "16", "bf16", 16)
 
 
 @dataclass
-class RunFacts:
+class TrainerFacts:
     """What the optimisation needs to know about the run, read once from the trainer."""
 
     trainer: L.Trainer
@@ -65,7 +65,7 @@ def stage_at(stages: list[Stage], epoch: int) -> int:
     return max(i for i, s in enumerate(stages) if s.start_epoch <= epoch)
 
 
-def check_stage_fits_run(stage: Stage, facts: RunFacts) -> None:
+def check_stage_fits_run(stage: Stage, facts: TrainerFacts) -> None:
     """The checks that need the trainer: precision, validation cadence, clipping with a fused kernel."""
     trainer = facts.trainer
     if issubclass(stage.optimizer.cls, LBFGS) and facts.mixed_precision:
@@ -96,7 +96,7 @@ def check_stage_fits_run(stage: Stage, facts: RunFacts) -> None:
         )
 
 
-def configure_stage(model: nn.Module, config: OptimConfig, stages: list[Stage], index: int, facts: RunFacts) -> Any:
+def configure_stage(model: nn.Module, config: OptimConfig, stages: list[Stage], index: int, facts: TrainerFacts) -> Any:
     """What `configure_optimizers` returns for stage `index`: the optimizer and its scheduler configs."""
     stage = stages[index]
     check_stage_fits_run(stage, facts)

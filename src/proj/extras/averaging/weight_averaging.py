@@ -33,6 +33,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from proj.models.batches import read_batch
 from proj.optim.config import switches_modes
 
 AVERAGING = (WeightAveraging, StochasticWeightAveraging)
@@ -143,7 +144,7 @@ class SWA(StochasticWeightAveraging):
     ) -> None:
         if not self.batch_norms or not self.active(trainer):
             return
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        x = read_batch(pl_module, batch).inputs
         # The batch the training step sees (augmented, on the device); dropout stays off, so no randomness is used.
         with torch.no_grad(), trainer.precision_plugin.forward_context():
             self._average_model(x.to(self.batch_norms[0].running_mean.device))

@@ -11,6 +11,7 @@ and the summary: each fold's test metrics, their mean and standard deviation, in
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import statistics
 from pathlib import Path
@@ -30,6 +31,7 @@ def cross_validate(cli: ConfigCommandCLI, folds: int = 5) -> dict[str, Any]:
     """
     if folds < 2:
         raise UsageError(f"--folds={folds}: cross-validation needs at least 2 folds")
+    refuse_data_without_folds(cli.datamodule)
     if cli.run_dir is not None:  # on a run's config.yaml: into <run>/cv/
         save_dir, run_name = cli.run_dir, "cv"
     else:
@@ -56,6 +58,19 @@ def cross_validate(cli: ConfigCommandCLI, folds: int = 5) -> dict[str, Any]:
         print(f"{key}: {summary['mean'][key]:.4f} +- {summary['std'][key]:.4f} over {folds} folds")
     print(f"summary: {out / 'summary.json'}, {out / 'summary.csv'}")
     return {"folds": results, **summary}
+
+
+def refuse_data_without_folds(dm: Any) -> None:
+    """Each fold is a fit of the same config with `data.init_args.cv_folds` and `cv_fold` set: a data module
+    without those two arguments cannot make the folds (the template's take them: proj.data.ArrayDataModule)."""
+    accepted = inspect.signature(type(dm).__init__).parameters
+    missing = [name for name in ("cv_folds", "cv_fold") if name not in accepted]
+    if missing:
+        raise UsageError(
+            f"data {type(dm).__name__} takes no {' / '.join(missing)} argument, which cv sets to make each fold's "
+            "test split: give it `cv_folds: int = 0, cv_fold: int = 0` and make the test split fold cv_fold of "
+            "cv_folds (or subclass proj.data.ArrayDataModule, which does)"
+        )
 
 
 def summarise(results: list[dict[str, float]]) -> dict[str, dict[str, float]]:

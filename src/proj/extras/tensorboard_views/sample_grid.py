@@ -9,12 +9,15 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 
 from proj.extras.tensorboard_views.logger_output import log_image
+from proj.models.batches import BatchError, read_batch
 
 
 class SampleGrid(Callback):
-    """The first training batch after augmentation, each image min-max scaled for display."""
+    """The first training batch after augmentation, each image min-max scaled for display. Inputs that are not
+    images (N, C, H, W) are not drawn, without a word: the view does not apply to them."""
 
     def __init__(self, max_images: int = 32) -> None:
         self.max_images = max_images
@@ -26,7 +29,11 @@ class SampleGrid(Callback):
         if self.done:
             return
         self.done = True
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        try:
+            x = read_batch(pl_module, batch).inputs
+        except BatchError as err:  # the model's steps will say it too; this view says it once, here
+            rank_zero_info(f"SampleGrid: no grid drawn, the batch cannot be read ({err})")
+            return
         if not trainer.is_global_zero or not isinstance(x, torch.Tensor) or x.ndim != 4:  # images only (N, C, H, W)
             return
         grid = image_grid(x[: self.max_images].detach().float().cpu())

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from proj.compat import accumulating, logs_this_step
+from proj.models.batches import batch_size, read_batch
 
 
 class Throughput(Callback):
@@ -33,7 +34,7 @@ class Throughput(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
-        self.samples += batch_size(batch)
+        self.samples += batch_size(read_batch(pl_module, batch))
         self.batches += 1
         # At the batch that closes a logged optimizer step (under gradient accumulation, the last of its batches).
         if accumulating(trainer) or not logs_this_step(trainer):
@@ -49,8 +50,3 @@ class Throughput(Callback):
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
         self.start, self.samples, self.batches = now, 0, 0
-
-
-def batch_size(batch: Any) -> int:
-    x = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return len(x)
