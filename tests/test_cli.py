@@ -202,3 +202,15 @@ def test_fit_without_a_logger_trains_in_the_working_directory(tmp_path, monkeypa
     assert list((tmp_path / "checkpoints").glob("*.ckpt"))
     printed = capsys.readouterr()
     assert "━" in printed.out + printed.err  # Rich's bar, not tqdm's
+
+
+@pytest.mark.slow  # a real process
+def test_the_first_run_prints_the_net_the_results_and_where_the_run_went_and_nothing_else(tmp_path):
+    args = ["fit", "--config", DEFAULT, *QUICK[:-1], "--trainer.limit_test_batches=2"]  # with the model summary
+    done = subprocess.run([sys.executable, "-m", "proj", *args], capture_output=True, text=True, cwd=tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert re.search(r"^net\s+SmallCNN\s+75\.1 K$", out, re.M) and "test/acc" in out
+    assert "The run is in logs/default/version_0/: config.yaml, checkpoints/best-" in out
+    for noise in ("LeafSpec", "skipped", "MeanMetric", "MetricCollection", "FLOPs", "Tip:", "Warning", "already"):
+        assert noise not in out, f"{noise!r} in the output of a default fit:\n{out}"

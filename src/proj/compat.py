@@ -7,6 +7,7 @@ what uses it, instead of an AttributeError in the middle of a run. Checked on li
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import lightning
@@ -51,6 +52,12 @@ def check_private_api() -> None:
 
 
 check_private_api()
+
+# Lightning 2.6's _pytree builds torch's LeafSpec itself, which torch 2.13 deprecates: two warnings a fit, about
+# Lightning's own code, that a user can do nothing about. Silenced for that module and message only.
+warnings.filterwarnings(
+    "ignore", message=r".*isinstance\(treespec, LeafSpec\).*", module=r"lightning\.pytorch\.utilities\._pytree"
+)
 
 
 def logs_this_step(trainer: L.Trainer | None) -> bool:

@@ -5,7 +5,8 @@
 - preemption.py: SIGTERM / SIGUSR1 save last.ckpt and end the run so that `--resume` continues it bitwise;
 - rng_state.py: the random generators in checkpoints, so a resumed run draws what the uninterrupted one would;
 - predictions.py: `predict` writes predictions.csv, with the dataset's own sample ids;
-- lr_monitor.py: the lr of every optimizer step for step schedules.
+- lr_monitor.py: the lr of every optimizer step for step schedules;
+- net_summary.py: the net and its blocks, with their parameters, at the start of fit.
 
 The views (confusion matrix, sample grid, HPARAMS, ...), weight averaging, pruning, fine-tuning and the run record
 are extras: proj/extras/.
@@ -14,6 +15,7 @@ are extras: proj/extras/.
 from proj.callbacks.checkpointing import AtomicCheckpointIO, ModelCheckpointEveryEpoch, run_dir_of_checkpoint
 from proj.callbacks.guards import EarlyStoppingWithReason, FiniteLossGuard, NonFiniteLossError
 from proj.callbacks.lr_monitor import EveryStepLearningRateMonitor
+from proj.callbacks.net_summary import NetSummary
 from proj.callbacks.predictions import PredictionWriter
 from proj.callbacks.preemption import Preemption
 from proj.callbacks.rng_state import RngState
@@ -24,6 +26,7 @@ __all__ = [
     "EveryStepLearningRateMonitor",
     "FiniteLossGuard",
     "ModelCheckpointEveryEpoch",
+    "NetSummary",
     "NonFiniteLossError",
     "PredictionWriter",
     "Preemption",

@@ -17,11 +17,13 @@ the LightningCLI below, in the order Lightning calls them, and each calls helper
    the checkpoints and the logs.
 6. Test the best checkpoint on the test split (`--test_after_fit`, on by default).
 7. Record: the callbacks of the config that write records (the run_record extra's run.json and model card) run
-   as part of fit and test; every callback a run gets is in its config.yaml, but the one in `ALWAYS`.
+   as part of fit and test; every callback a run gets is in its config.yaml, but the one in `ALWAYS`. The last line
+   says where the run went.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 import warnings
 from collections.abc import Sequence
@@ -31,7 +33,7 @@ from typing import Any, Literal, NoReturn
 import lightning.pytorch as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from proj.cli.checkpoints import check_weights_fit, model_from_checkpoint, refused_checkpoint
@@ -52,6 +54,16 @@ CONFIG_ERRORS = (ValueError, TypeError, MisconfigurationException)
 # Lightning warns when `args` is given while sys.argv holds arguments too: `python -m proj` hands it sys.argv
 # on purpose (after choosing the subcommand), so the warning would only be noise.
 ARGS_WARNING = "LightningCLI's args parameter is intended"
+
+
+class QuietLightning(logging.Filter):
+    """Lightning's log lines that say nothing about the run (advertisements, and a note that the config's model
+    summary replaces Lightning's default one), left out of what the command line prints."""
+
+    NOISE = ("💡 Tip:", "Trainer already configured with model summary callbacks")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOISE)
 
 
 class LoopStartMarker(Callback):
@@ -162,6 +174,7 @@ class ProjCLI(LightningCLI):
         if ckpt_path is None:
             rank_zero_warn(f"No {which} checkpoint was saved: testing the final weights instead.")
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        say_where_the_run_went(self.trainer)
 
     # --- helpers ----------------------------------------------------------------------------------------
 
@@ -178,6 +191,14 @@ class ProjCLI(LightningCLI):
         subcommand = self.config.get("subcommand") if self.subcommands_mode and hasattr(self, "config") else None
         prog = getattr(getattr(self, "parser", None), "prog", "python -m proj")
         exit_with_usage_error(f"{prog} {subcommand or ''}".strip(), message)
+
+
+def say_where_the_run_went(trainer: L.Trainer) -> None:
+    run_dir = trainer.log_dir if trainer.logger is not None else None
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    if run_dir and trainer.is_global_zero:
+        what = f"config.yaml, checkpoints/{Path(best).name}" if best else "config.yaml"
+        rank_zero_info(f"The run is in {run_dir}/: {what}, and the logs (make tensorboard)")
 
 
 def add_run_options(parser: LightningArgumentParser, fit_config_only: bool) -> None:
@@ -226,6 +247,10 @@ def cli_kwargs() -> dict[str, Any]:
 
 def lightning_main(args: list[str], run: bool = True) -> ProjCLI:
     """A ProjCLI from these arguments (`run=False`: built, not run; no subcommand in `args` then)."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        rank_zero_log = logging.getLogger(name)
+        if not any(isinstance(f, QuietLightning) for f in rank_zero_log.filters):
+            rank_zero_log.addFilter(QuietLightning())
     try:
         return ProjCLI(args=args, run=run, parser_kwargs={"prog": "python -m proj"}, **cli_kwargs())
     except pickle.UnpicklingError as err:

@@ -1,6 +1,6 @@
 """ConfusionMatrix: a figure of the validation confusion matrix every few epochs and at the end of fit.
 
-Classification only: in the default config for every task, it does nothing (one info line) when the model
+Classification only: in the default config for every task, it does nothing, silently, when the model
 is not a classifier, so a regression experiment does not have to rewrite the callback list.
 """
 
@@ -12,7 +12,6 @@ from typing import Any
 import lightning.pytorch as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from proj.extras.tensorboard_views.logger_output import log_image
@@ -33,9 +32,7 @@ class ConfusionMatrix(Callback):
         self.active = True
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.active = getattr(pl_module, "task", None) == "classification"
-        if not self.active:
-            rank_zero_info(f"ConfusionMatrix: skipped, the model's task is {getattr(pl_module, 'task', None)!r}")
+        self.active = getattr(pl_module, "task", None) == "classification"  # else silent: the view does not apply
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.active:

@@ -2,7 +2,7 @@
 
 The regression counterpart of the confusion matrix: points on the diagonal are exact, a slope below it
 means predictions shrunk towards the mean, a fan means errors that grow with the value. Drawn every
-`every_n_epochs` epochs and once more, for the last epoch, at the end of fit. It does nothing (one info line)
+`every_n_epochs` epochs and once more, for the last epoch, at the end of fit. It does nothing, silently,
 when the model is not a regressor, so the default config lists it for every task.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import CatMetric
 
 from proj.extras.tensorboard_views.logger_output import log_figure
@@ -26,9 +25,7 @@ class PredictionScatter(Callback):
         self.undrawn: tuple[torch.Tensor, torch.Tensor, int, int] | None = None  # (pred, true, epoch, step)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.active = getattr(pl_module, "task", None) == "regression"
-        if not self.active:
-            rank_zero_info(f"PredictionScatter: skipped, the model's task is {getattr(pl_module, 'task', None)!r}")
+        self.active = getattr(pl_module, "task", None) == "regression"  # else silent: the view does not apply
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.preds, self.targets = self.preds.to(pl_module.device), self.targets.to(pl_module.device)
