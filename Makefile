@@ -12,7 +12,7 @@ setup: $(STAMP)
 # Re-install only when the dependency lists change, so a second `make setup` takes a moment. --no-compile: pip
 # would byte-compile every module of torch, ray and onnx (half the install time); Python compiles the ones it
 # imports on first use instead, and keeps them: the targets below write byte-code even where the machine sets
-# PYTHONDONTWRITEBYTECODE (as this one does), else every process would compile torch again (2x slower tests).
+# PYTHONDONTWRITEBYTECODE (as this one does), else every process would compile torch again (slower tests).
 export PYTHONDONTWRITEBYTECODE :=
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

@@ -2,9 +2,9 @@
 
 Lightning's LearningRateMonitor logs a step schedule only on the steps whose values reach the loggers (every
 `log_every_n_steps`): a 50-step warmup shows as 5 points and a cyclic schedule as noise. Calling the loggers at
-every step would cost a logger call (~0.3 ms through self.log) each; instead each step's lr is read from its
-parameter group (microseconds) and kept, and the kept values go to the loggers, each at its own step, when the
-other values do: on logged steps and at the end of each epoch (MLflow gets them in one batch).
+every step would cost a logger call each (the per-step cost benchmarks/overhead.py measures); instead each step's
+lr is read from its parameter group (a float) and kept, and the kept values go to the loggers, each at its own
+step, when the other values do: on logged steps and at the end of each epoch (MLflow gets them in one batch).
 """
 
 from __future__ import annotations

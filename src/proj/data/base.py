@@ -31,8 +31,8 @@ from proj.data.standardization import channel_stats, standardize
 from proj.data.targets import TargetsMixin, target_stats
 
 Arrays = tuple[np.ndarray | Tensor, np.ndarray | Tensor]
-# device_resident "auto": the largest training split moved whole to the device. Drawing batches by index
-# there costs 0.03 ms instead of the DataLoader's 0.4 ms (batch 64, benchmarks/overhead.py).
+# device_resident "auto": the largest training split moved whole to the device. Drawing batches by index there
+# skips the DataLoader's per-sample indexing and collation (benchmarks/data_path.py measures the two paths).
 RESIDENT_MAX_BYTES = 2**30
 
 

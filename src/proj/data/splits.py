@@ -30,7 +30,8 @@ def split_indices(
     With a fixed test set, its `fixed_test` samples come last in y and only validation is carved out.
     stratify: keep each class's share in every split (y holds class indices; `classes` names them in errors).
     """
-    # Imported here, not at the top: scikit-learn costs 0.5 s of start-up (--help, --print_config, new).
+    # Imported here, not at the top: scikit-learn adds to the start-up of --help, --print_config and new
+    # (benchmarks/startup.py measures what the template adds to Lightning's start-up).
     from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
     pool = np.arange(len(y) - fixed_test)

@@ -146,15 +146,16 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
         y = labelled(y, "training")
         outputs = self(x)
         loss = self.compute_loss(outputs, y)
-        # The step's loss goes to `self.log` only when it reaches the logs (every log_every_n_steps): a call
-        # costs Lightning 0.2 ms, 2.5% of a digits step. The epoch mean counts every batch, weighted by size.
+        # The step's loss goes to `self.log` only when it reaches the logs (every log_every_n_steps): each call
+        # costs Lightning a share of a small step (benchmarks/overhead.py). The epoch mean counts every batch.
         self.train_loss.update(batch_weighted(loss.detach(), len(y)))
         if logs_this_step(self._trainer):
             self.log("train/loss_step", loss, prog_bar=True)
         if self.optim.l1:
             loss = loss + l1_penalty(self.net, self.optim)
         # Training metrics are estimated on every log_every_n_steps-th batch of the epoch (0, 10, 20, ... by
-        # default): updating five metrics costs 0.75 ms, 8% of a digits step; log_every_n_steps=1 takes all.
+        # default): updating five metrics at every batch costs a small step a share of its time
+        # (benchmarks/overhead.py); log_every_n_steps=1 takes all.
         if batch_idx % getattr(self._trainer, "log_every_n_steps", 1) == 0:  # (no trainer: called directly)
             self.update_metrics(self.train_metrics, outputs.detach(), y)
         return loss
@@ -187,9 +188,10 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
     def log_epoch(self, loss_name: str, loss: MeanMetric, metrics: MetricCollection) -> None:
         """Log an epoch's mean loss and metrics once, at its end, then start afresh.
 
-        Each `self.log` call costs Lightning 0.3 to 0.5 ms, and handing it the Metric objects at every step
-        cost about 2 ms a digits step (a device move of each per call). `compute` gathers the states from
-        every rank under DDP, so every rank logs (and early-stops on) the same value.
+        Each `self.log` call costs Lightning time, and handing it the Metric objects at every step costs a device
+        move of each per call (benchmarks/overhead.py measures the template's step against plain Lightning's).
+        `compute` gathers the states from every rank under DDP, so every rank logs (and early-stops on) the same
+        value.
         """
         if loss.update_called:  # an epoch without batches (resumed at its end) has nothing to log
             self.log(loss_name, loss.compute(), prog_bar=not loss_name.startswith("test/"))

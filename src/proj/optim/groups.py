@@ -82,8 +82,8 @@ def build_optimizer(
     model: nn.Module, config: OptimConfig, stage: Stage, world_size: int = 1, fused: bool = True
 ) -> Optimizer:
     """fused: use torch's fused kernel (one kernel for every parameter's update) where it has one (see
-    `takes_fused`). AdamW's step on the digits CNN: 0.65 ms torch's CPU default, 0.48 ms foreach, 0.16 ms
-    fused. `init_args.fused: false` opts out."""
+    `takes_fused`): the fastest step torch has (benchmarks/overhead.py's "fused loop" row against the plain loop).
+    `init_args.fused: false` opts out."""
     spec = stage.optimizer
     fused_arg = {"fused": True} if fused and takes_fused(spec, model) else {}
     try:

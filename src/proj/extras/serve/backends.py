@@ -27,9 +27,9 @@ class OnnxBackend:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = self.threads
-        # ONNX Runtime's threads spin between calls by default, burning the cores the HTTP process needs to
-        # parse the next requests: with batching on at concurrency 32 not spinning served 1.4x-1.6x the requests/s
-        # (benchmarks/serve.py, 2 cores, when each worker still had two threads; one thread has no pool to spin).
+        # ONNX Runtime's threads spin between calls by default, burning the cores the HTTP process needs to parse
+        # the next requests: not spinning serves more requests / s with batching on (benchmarks/serve.py's load,
+        # run with each setting, when a worker had two threads; one thread has no pool to spin).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name

@@ -70,9 +70,8 @@ def serve(
 
 def worker_threads(workers: int) -> int:
     """CPU threads of each model worker: the cores but the one the HTTP process needs to parse requests, shared
-    equally. On 2 cores one model thread instead of two served 1.4x-1.8x the requests / s with batching on at
-    concurrency 32 (ResNet-110, both backends; one run each of benchmarks/serve.py's load): the second thread only
-    fought the HTTP process."""
+    equally. A thread more only fights the HTTP process for its core: fewer requests / s with batching on
+    (benchmarks/serve.py's load, run with either count)."""
     return max(1, ((os.cpu_count() or 1) - 1) // workers)
 
 

@@ -21,8 +21,7 @@ class ConfusionMatrix(Callback):
     """Rows: true class; columns: predicted class; each row normalised to sum to 1.
 
     The matrix is computed after every validation epoch (cheap) but drawn every `every_n_epochs` epochs and
-    once more, for the last epoch, at the end of fit: an image costs about 4 ms (confusion_image), a TensorBoard
-    image event of its PNG a few more.
+    once more, for the last epoch, at the end of fit: drawing it and writing its PNG cost more than computing it.
     """
 
     def __init__(self, every_n_epochs: int = 10) -> None:
@@ -70,8 +69,8 @@ def confusion_image(matrix: np.ndarray, class_names: Sequence[Any], title: str) 
     axes (readable to 100 classes: 16 pixels a class, each name in its cell's height), the fractions in the cells
     up to 20 classes, and a colour bar.
 
-    Drawn with PIL rather than a matplotlib Figure: 4 ms instead of 60 to 100 (a matplotlib figure pays ~25 ms
-    before it draws anything, then its text layout), which was 6% of the default digits fit."""
+    Drawn with PIL rather than a matplotlib Figure, whose set-up and text layout cost a default digits fit a
+    noticeable share of its time (benchmarks/overhead.py measures the template's fit against plain Lightning's)."""
     from matplotlib import colormaps
     from PIL import Image, ImageDraw, ImageFont
 
