@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 CONFIG  ?= configs/default.yaml
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup fit test test-fast bench tensorboard lint format clean
+.PHONY: setup fit test test-fast docs bench tensorboard lint format clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The manual (docs/, mkdocs.yml) as a site in site/; `.venv/bin/mkdocs serve` shows it while you edit.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 # The CPU benchmarks, side by side; rewrites benchmarks/README.md (about 30 minutes). Not part of `make test`.
 bench: setup
 	$(BIN)/python benchmarks/report.py
@@ -47,5 +51,5 @@ format: setup
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf logs lightning_logs .pytest_cache .ruff_cache build dist src/*.egg-info
+	rm -rf logs lightning_logs site .pytest_cache .ruff_cache build dist src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
