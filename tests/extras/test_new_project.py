@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -71,3 +72,50 @@ def test_new_refuses_a_non_empty_folder_and_a_bad_name(tmp_path, capsys):
 def test_help_shows_its_own_options(capsys):
     out = help_text(capsys, "new")
     assert "folder" in out and "--name" in out
+
+
+@pytest.fixture(scope="module")
+def scaffold(tmp_path_factory):
+    """A copy of the template made by `new`, package `mynet`: what a user starts from."""
+    copy = tmp_path_factory.mktemp("scaffold") / "mynet"
+    cli("new", str(copy), "--name", "mynet")
+    return copy
+
+
+def removal_list(project, extra: str) -> list:
+    """The files an extra's docs page says to delete to take it out (its "Taking it out" list)."""
+    page = (project / "docs" / "extras" / f"{extra}.md").read_text().split("## Taking it out", 1)[1]
+    return [project / path for path in re.findall(r"^- `([^`]+)`$", page, re.M) if (project / path).exists()]
+
+
+@pytest.mark.parametrize("extra", ["serve", "tune", "export"])
+def test_deleting_an_extra_as_its_page_says_leaves_the_core_working(scaffold, tmp_path, extra):
+    """In a copy of the template, the extra's files (folder, tests, docs page, presets, benchmark) are deleted and
+    nothing else is edited: a short fit, the collection of every remaining test module and the core's fast tests
+    of the command line (--help of each subcommand left, which no longer lists the extra's) and of the docs pass."""
+    project = tmp_path / "mynet"
+    shutil.copytree(scaffold, project)
+    deleted = removal_list(project, extra)
+    assert project / "src" / "mynet" / "extras" / extra in deleted and len(deleted) >= 3
+    for path in deleted:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    env = {**os.environ, "PYTHONPATH": str(project / "src"), "NO_MKDOCS_2_WARNING": "1"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, *args], cwd=project, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, (args, done.stdout[-3000:], done.stderr[-3000:])
+        return done
+
+    run("-m", "mynet", "fit", "--config", "configs/default.yaml", "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+        "--trainer.enable_progress_bar=false")  # fmt: skip
+    assert (project / "logs" / "default" / "version_0" / "config.yaml").is_file()
+    # Every remaining test module is collected (imported), and the core's fast tests of the command line (--help
+    # of every subcommand left, the usage errors, in-process fits) and of the docs (every path, subcommand and
+    # make target the pages name; the configs' parsing is the fit's) run.
+    selected = "(test_cli or test_docs) and not parses"
+    tests = run("-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", "-k", selected, "tests").stdout
+    assert re.search(r"\d+ passed", tests) and not re.search(r"failed|error", tests.splitlines()[-1]), tests[-3000:]
+    assert "ERROR" not in tests, tests[-3000:]
