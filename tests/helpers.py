@@ -36,7 +36,8 @@ def proj(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess
     """`python -m proj ARGS` in a real process inside `cwd`, which can load these callbacks."""
     path = os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, **(env or {}), "PYTHONPATH": path}
-    return subprocess.run([sys.executable, "-m", "proj", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    command = [sys.executable, "-m", "proj", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
 class KillAt(Callback):

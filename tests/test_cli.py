@@ -31,7 +31,9 @@ SUBCOMMANDS = [*LIGHTNING, *commands()]  # and those of the extras that are inst
 def top_level_help() -> str:
     """`python -m proj --help`, in a real process."""
     env = {**os.environ, "COLUMNS": "100"}
-    done = subprocess.run([sys.executable, "-m", "proj", "--help"], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "proj", "--help"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0 and not done.stderr, done.stderr
     return done.stdout
 
@@ -207,7 +209,8 @@ def test_fit_without_a_logger_trains_in_the_working_directory(tmp_path, monkeypa
 @pytest.mark.slow  # a real process
 def test_the_first_run_prints_the_net_the_results_and_where_the_run_went_and_nothing_else(tmp_path):
     args = ["fit", "--config", DEFAULT, *QUICK[:-1], "--trainer.limit_test_batches=2"]  # with the model summary
-    done = subprocess.run([sys.executable, "-m", "proj", *args], capture_output=True, text=True, cwd=tmp_path)
+    command = [sys.executable, "-m", "proj", *args]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     assert re.search(r"^net\s+SmallCNN\s+75\.1 K$", out, re.M) and "test/acc" in out
