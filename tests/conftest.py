@@ -34,6 +34,15 @@ QUICK = [
     "--trainer.enable_model_summary=false",
 ]
 
+# Runs several of which a test trains (trials, folds, sweeps): 3 epochs of 5 batches.
+SHORT = [
+    "--trainer.max_epochs=3",
+    "--trainer.limit_train_batches=5",
+    "--trainer.limit_val_batches=3",
+    "--trainer.enable_model_summary=false",
+    "--trainer.enable_progress_bar=false",
+]
+
 
 def cli(*args: str, run: bool = True):
     """Run the real CLI in-process (the same object `python -m proj` builds)."""

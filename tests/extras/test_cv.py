@@ -6,17 +6,9 @@ import importlib.util
 import pytest
 from sklearn.datasets import load_digits
 
-from conftest import CONFIGS, DEFAULT, REGRESSION, assert_refused_before_training, cli, help_text, usage_error
+from conftest import CONFIGS, DEFAULT, REGRESSION, SHORT, assert_refused_before_training, cli, help_text, usage_error
 
 pytestmark = pytest.mark.slow
-
-SHORT = [
-    "--trainer.max_epochs=3",
-    "--trainer.limit_train_batches=5",
-    "--trainer.limit_val_batches=3",
-    "--trainer.enable_model_summary=false",
-    "--trainer.enable_progress_bar=false",
-]
 
 
 def test_cross_validation_folds_are_stratified_disjoint_and_summarised(in_tmp):

@@ -3,17 +3,9 @@
 import pytest
 import yaml
 
-from conftest import DEFAULT, REGRESSION, assert_refused_before_training, cli, help_text
+from conftest import DEFAULT, REGRESSION, SHORT, assert_refused_before_training, cli, help_text
 
 pytestmark = pytest.mark.slow
-
-SHORT = [
-    "--trainer.max_epochs=3",
-    "--trainer.limit_train_batches=5",
-    "--trainer.limit_val_batches=3",
-    "--trainer.enable_model_summary=false",
-    "--trainer.enable_progress_bar=false",
-]
 
 
 def test_lr_find_writes_a_plot_and_an_override_that_trains_well(in_tmp):

@@ -12,18 +12,20 @@ import yaml
 
 from proj.extras.tune.optuna_search import RetryStale
 
-from conftest import CONFIGS, DEFAULT, REGRESSION, ROOT, assert_refused_before_training, cli, help_text, usage_error
+from conftest import (
+    CONFIGS,
+    DEFAULT,
+    REGRESSION,
+    ROOT,
+    SHORT,
+    assert_refused_before_training,
+    cli,
+    help_text,
+    usage_error,
+)
 
 pytestmark = pytest.mark.slow
 
-# Trials short enough for the test suite: 3 epochs of 5 batches.
-SHORT = [
-    "--trainer.max_epochs=3",
-    "--trainer.limit_train_batches=5",
-    "--trainer.limit_val_batches=3",
-    "--trainer.enable_model_summary=false",
-    "--trainer.enable_progress_bar=false",
-]
 SEARCH = str(CONFIGS / "hpo" / "optuna.yaml")
 
 

@@ -77,8 +77,8 @@ class LoopStartMarker(Callback):
     on_validation_start = on_test_start = on_predict_start = on_fit_start
 
 
-# The callbacks every trainer gets besides those its config names, and why: nothing else is added in code.
-ALWAYS = {LoopStartMarker: "tells a config error (one line, before the loop) from a run's error (its traceback)"}
+# The callbacks every trainer gets besides those its config names, and why; nothing else is added in code.
+ALWAYS = {LoopStartMarker: "tells an error of the config (one line, before the loop) from an error of the run"}
 
 
 class ProjCLI(LightningCLI):
@@ -86,13 +86,13 @@ class ProjCLI(LightningCLI):
         self.subcommands_mode = run  # add_arguments_to_parser runs inside super().__init__
         self.argv = list(kwargs.get("args") or [])  # the command line, which SaveRunConfig keeps for the records
         self.changed_model_keys: list[str] = []  # model values given over a checkpoint's hyper-parameters
-        self.always = [cls() for cls in ALWAYS]
+        self.always = {cls: cls() for cls in ALWAYS}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=ARGS_WARNING)
             try:
                 super().__init__(*args, run=run, parser_class=ProjArgumentParser, **kwargs)  # steps 1 to 6
             except CONFIG_ERRORS as err:
-                if self.always[0].started:
+                if self.always[LoopStartMarker].started:
                     raise
                 message = str(err)  # proj.optim names its keys from `optim.` on: the config spells them in full
                 self.usage_error(f"model.init_args.{message}" if message.startswith("optim.") else message)
@@ -143,7 +143,11 @@ class ProjCLI(LightningCLI):
             if isinstance(err, UsageError):
                 raise
             raise UsageError(construction_error(err)) from err
-        self.trainer.callbacks.extend(self.always)
+        self.hand_the_trainer_what_only_the_cli_knows()
+
+    def hand_the_trainer_what_only_the_cli_knows(self) -> None:
+        """The callbacks of ALWAYS, and the command line to SaveRunConfig, which keeps it for the records."""
+        self.trainer.callbacks.extend(self.always.values())
         for callback in self.trainer.callbacks:
             if isinstance(callback, SaveRunConfig):
                 callback.command_line = self.argv

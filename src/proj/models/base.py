@@ -27,8 +27,9 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from proj.compat import logs_this_step
-from proj.models.batches import Batch, BatchError, BatchKeys, unpack
+from proj.models.batches import Batch, BatchKeys, labelled, unpack
 from proj.models.schedule_free_modes import ScheduleFreeModes
+from proj.models.targets import check_checkpoint_targets, check_task
 from proj.nets.checkpointing import NO_BLOCKS, body_blocks, checkpoint_blocks
 from proj.optim import (
     OptimConfig,
@@ -46,11 +47,6 @@ from proj.optim import (
 # class_path whose other init_args are given there (e.g. proj.nets.SmallCNN with widths, dropout).
 NetFactory = Callable[[tuple[int, ...], int], nn.Module]
 SPLITS = ("train", "val", "test")
-
-
-class TargetsMismatch(ValueError):
-    """The data's classes (or target names, or output count) differ from those of the checkpoint being loaded:
-    its outputs would be read with the wrong labels. The command line reports it on one line."""
 
 
 class TaskModule(ScheduleFreeModes, L.LightningModule):
@@ -262,32 +258,9 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
             self.trainer.strategy.setup_optimizers(self.trainer)
 
     def check_targets(self, checkpoint: dict[str, Any], path: str | None = None) -> None:
-        """The targets this model was built for (linked from the data) must be the checkpoint's: the same class
-        names in the same order (or target names) and as many outputs. A checkpoint without them adopts its own
-        names, so that predictions.csv and exports use the names it was trained with."""
-        saved = checkpoint.get("hyper_parameters") or {}
-        theirs, where = saved.get("targets") or {}, f"the checkpoint {path}" if path else "the checkpoint"
-        fix = "Run it on the data it was trained on, or train a new model on this data"
-        for key, what in (("classes", "classes"), ("names", "target names")):
-            mine, trained = self.targets.get(key), theirs.get(key)
-            if mine and trained and [str(v) for v in mine] != [str(v) for v in trained]:
-                found = f"{where} was trained on {what} {list(trained)}, but the data has {list(mine)}"
-                raise TargetsMismatch(f"{found}. {fix}")
-            if trained and not mine:
-                self.targets[key] = list(trained)
-        outputs = saved.get("num_outputs")
-        if outputs is not None and outputs != self.num_outputs:
-            raise TargetsMismatch(f"{where} has {outputs} outputs, but the data gives {self.num_outputs}. {fix}")
-
-
-def check_task(cls: type, task: str, data_task: str | None) -> None:
-    """A classifier refuses regression data and a regressor class data, before anything is built (a task of
-    your own, with a name of its own, takes any data)."""
-    known = {"classification": "proj.models.Classifier", "regression": "proj.models.Regressor"}
-    if task not in known or data_task not in known or task == data_task:
-        return
-    fix = f"set model.class_path: {known[data_task]}"
-    raise ValueError(f"model {cls.__name__} is for {task}, but the data module's task is {data_task}: {fix}")
+        """The targets this model was built for (linked from the data) must be the checkpoint's (same classes in
+        the same order, or target names, and as many outputs); a checkpoint's names fill in what the data lacks."""
+        check_checkpoint_targets(self.targets, self.num_outputs, checkpoint, path)
 
 
 def plain_hparams(hparams: dict[str, Any]) -> None:
@@ -306,15 +279,6 @@ def plain_hparams(hparams: dict[str, Any]) -> None:
     for name in ("optim", "batch_keys"):
         if is_dataclass(hparams.get(name)):
             hparams[name] = asdict(hparams[name])
-
-
-def labelled(target: Tensor | None, split: str) -> Tensor:
-    if target is None:
-        raise BatchError(
-            f"a {split} batch has no target: give the loader (inputs, target) tuples, or set "
-            "model.init_args.batch_keys.target to the key of the target in your dict batches"
-        )
-    return target
 
 
 def batch_weighted(loss: Tensor, batch_size: int) -> Tensor:

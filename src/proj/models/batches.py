@@ -60,6 +60,16 @@ def unpack(batch: Any, keys: BatchKeys) -> Batch:
     )
 
 
+def labelled(target: Tensor | None, split: str) -> Tensor:
+    """The target of a batch that needs one (training, validation, test), or a BatchError naming the setting."""
+    if target is None:
+        raise BatchError(
+            f"a {split} batch has no target: give the loader (inputs, target) tuples, or set "
+            "model.init_args.batch_keys.target to the key of the target in your dict batches"
+        )
+    return target
+
+
 def id_strings(ids: Any) -> list[str] | None:
     if ids is None:
         return None
