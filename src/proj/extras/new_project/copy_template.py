@@ -21,8 +21,8 @@ from proj.cli.parser import UsageError, run_function
 PACKAGE = __name__.split(".")[0]  # this package's own name: the template's, or the one a copy of it was given
 # Outside git: what a project made by `new` consists of, at its top level.
 TEMPLATE_PARTS = ("pyproject.toml", "constraints.txt", "Makefile", "README.md", ".gitignore", ".ci", "configs",
-                  "src", "tests", "notebooks", "scripts", "benchmarks")  # fmt: skip
-SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints", "logs", "lightning_logs"}
+                  "src", "tests", "notebooks", "scripts", "benchmarks", "docs", "mkdocs.yml")  # fmt: skip
+SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints", "logs", "lightning_logs", "site"}
 SKIP_SUFFIXES = (".ckpt", ".pyc", ".onnx", ".pt", ".egg-info")
 TEXT_SUFFIXES = {".py", ".yaml", ".yml", ".toml", ".md", ".txt", ".ipynb", ".cfg", ".sh", ".sbatch", ".json", ""}
 
