@@ -2,7 +2,7 @@
 data, splits, classes or targets, final metrics, the recipe in one paragraph).
 
 Each is read once per command (the git call is one subprocess), never per epoch. The recipe is written from
-the same flat keys the HPARAMS tab shows (proj.callbacks.hparams), so the card and the loggers agree.
+the same flat keys the HPARAMS tab shows (proj.run_settings), so the card and the loggers agree.
 """
 
 from __future__ import annotations

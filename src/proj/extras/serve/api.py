@@ -9,7 +9,7 @@ JSON, which LitServe would answer with a 500.
 
 Metrics are LitServe's: the worker `log`s each model call (seconds, samples) into LitServe's logger queue, and a
 `litserve.Logger` in LitServe's logger process feeds Prometheus histograms. The processes share them through
-prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by proj.cli.serve before this is imported),
+prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by command.py before this is imported),
 read by GET /metrics in the HTTP process together with the counts of accepted and refused requests.
 """
 
