@@ -41,13 +41,27 @@ def main(args: list[str] | None = None, run: bool = True) -> Any:
     """
     args = list(sys.argv[1:] if args is None else args)
     try:
-        return dispatch(args, run)
-    except SIGTERMException as stop:
+        result = dispatch(args, run)
+    except SIGTERMException as stop:  # every rank stopped at the same batch (proj.callbacks.Preemption)
+        end_process_group()
         raise SystemExit(stop.code or 128 + signal.SIGTERM) from None
     except NonFiniteLossError as err:
         raise SystemExit(f"python -m proj {args[0] if args else 'fit'}: error: {err}") from None
     except BatchError as err:
         exit_with_usage_error(f"python -m proj {args[0] if args else 'fit'}", str(err))
+    end_process_group()
+    return result
+
+
+def end_process_group() -> None:
+    """Destroy the process group of a distributed run (DDP, FSDP, torchrun) while the interpreter is whole: left to
+    its exit, gloo's worker threads can abort a finished process ("terminate called without an active exception",
+    status -6; seen in the two-node test on a busy machine, pytorch/pytorch#190489). Not after a failure, where
+    other ranks may still wait in a collective."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def dispatch(args: list[str], run: bool) -> Any:
