@@ -180,6 +180,12 @@ def test_lbfgs_with_mixed_precision_is_refused(in_tmp, precision):
     assert "optim.stages[0].optimizer" in err
 
 
+def test_lbfgs_with_gradient_accumulation_is_refused_before_a_stale_gradient_is_summed(in_tmp):
+    args = ["--config", str(CONFIGS / "optim" / "lbfgs.yaml"), "--trainer.accumulate_grad_batches=2"]
+    err, _ = fit_error(in_tmp, *args)
+    assert "torch.optim.LBFGS" in err and "trainer.accumulate_grad_batches=2" in err and "set" in err
+
+
 def test_step_schedule_with_unknown_horizon_is_refused(in_tmp):
     # max_epochs=-1 without max_steps: the run has no known length, so T_max=0 cannot be filled.
     err, _ = fit_error(in_tmp, "--trainer.max_epochs=-1")

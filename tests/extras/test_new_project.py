@@ -69,6 +69,24 @@ def test_new_refuses_a_non_empty_folder_and_a_bad_name(tmp_path, capsys):
     assert "'torch' is already an importable package" in error
 
 
+BAD_NEW = [  # (id, folder: {tmp} is the test's own, --name, what the one line names)
+    ("non_ascii_name", "{tmp}/x", "données", "ASCII letters, digits and _; e.g. 'donnees'"),
+    ("keyword_name", "{tmp}/x", "class", "not a valid Python package name"),
+    ("leading_digit_name", "{tmp}/x", "1net", "not a valid Python package name"),
+    ("upper_case_name", "{tmp}/x", "MyNet", "use 'mynet'"),
+    ("folder_is_a_file", "{tmp}/a_file", "mynet", "a_file is a file"),
+    ("folder_not_writable", "/proc/proj_new/mynet", "mynet", "cannot write into /proc/proj_new/mynet"),
+]
+
+
+@pytest.mark.parametrize(("folder", "name", "named"), [case[1:] for case in BAD_NEW], ids=[c[0] for c in BAD_NEW])
+def test_a_bad_folder_or_name_is_one_line_and_writes_nothing(tmp_path, capsys, folder, name, named):
+    (tmp_path / "a_file").write_text("mine")
+    error = usage_error(capsys, "new", folder.format(tmp=tmp_path), "--name", name)
+    assert named in error, error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"] and (tmp_path / "a_file").read_text() == "mine"
+
+
 def test_help_shows_its_own_options(capsys):
     out = help_text(capsys, "new")
     assert "folder" in out and "--name" in out

@@ -14,6 +14,7 @@ import keyword
 import re
 import shutil
 import subprocess
+import unicodedata
 from pathlib import Path
 
 from proj.cli.parser import UsageError, run_function
@@ -35,6 +36,10 @@ def template_root() -> Path:
 
 
 def check_name(name: str) -> None:
+    if not name.isascii():  # Python takes `données` as an identifier; pyproject.toml's bare keys and pip do not
+        raise UsageError(
+            f"--name {name!r}: a package name must be ASCII letters, digits and _; e.g. {ascii_name(name)!r}"
+        )
     if not name.isidentifier() or keyword.iskeyword(name):
         raise UsageError(
             f"--name {name!r} is not a valid Python package name: use letters, digits and _, not starting with a digit"
@@ -45,6 +50,28 @@ def check_name(name: str) -> None:
         )
     if name != PACKAGE and importlib.util.find_spec(name) is not None:
         raise UsageError(f"--name {name!r} is already an importable package here: the project would shadow it")
+
+
+def check_destination(destination: Path) -> None:
+    """A new or empty folder this process can write into, or a UsageError naming it (before anything is copied)."""
+    if destination.is_file():
+        raise UsageError(f"{destination} is a file: give a new folder for the project")
+    if destination.exists() and any(destination.iterdir()):
+        raise UsageError(f"{destination} exists and is not empty: choose a new folder")
+    try:
+        destination.mkdir(parents=True, exist_ok=True)
+        (destination / ".write_probe").touch()
+        (destination / ".write_probe").unlink()
+    except OSError as err:
+        raise UsageError(
+            f"cannot write into {destination} ({err.strerror}): choose a folder you can write to"
+        ) from None
+
+
+def ascii_name(name: str) -> str:
+    """`données` -> `donnees`: the name with its accents dropped and anything else not ASCII made an underscore."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"\W", "_", plain) or "my_project"
 
 
 def template_files(root: Path) -> list[Path]:
@@ -69,8 +96,7 @@ def produced(relative: Path) -> bool:
 
 def new_project(destination: Path, name: str) -> list[Path]:
     check_name(name)
-    if destination.exists() and any(destination.iterdir()):
-        raise UsageError(f"{destination} exists and is not empty: choose a new folder")
+    check_destination(destination)
     root = template_root()
     pattern = re.compile(rf"\b{PACKAGE}\b")
     written = []
