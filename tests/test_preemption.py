@@ -54,14 +54,15 @@ def test_a_loader_given_its_checkpointed_state_continues_with_the_next_batch_of_
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """last.ckpt of the uninterrupted RUN on each training-data path, made once (in-process)."""
-    made: dict[str, Path] = {}
+    made: dict[tuple[str, ...], Path] = {}
 
-    def last(resident: str) -> Path:
-        if resident not in made:
+    def last(resident: str, *more: str) -> Path:
+        key = (resident, *more)
+        if key not in made:
             workdir = tmp_path_factory.mktemp(f"uninterrupted_{resident}")
-            cli_in(workdir, *RUN, f"--data.init_args.device_resident={resident}")
-            made[resident] = workdir / LAST
-        return made[resident]
+            cli_in(workdir, *RUN, f"--data.init_args.device_resident={resident}", *more)
+            made[key] = workdir / LAST
+        return made[key]
 
     return last
 
@@ -76,6 +77,17 @@ def test_sigterm_mid_epoch_exits_non_zero_and_resumes_bitwise(tmp_path, uninterr
     assert torch.load(tmp_path / LAST, weights_only=True)["global_step"] == 6 + 4  # mid-epoch 1, after batch 3
     cli_in(tmp_path, "fit", "--resume", str(RUN_DIR))  # the rest of epoch 1 from batch 4, then epoch 2
     assert_same_weights(uninterrupted(resident), tmp_path / LAST)
+
+
+def test_sigterm_inside_an_accumulation_window_stops_at_its_end_and_resumes_bitwise(tmp_path, uninterrupted):
+    """A signal after the first batch of a 2-batch window: the run stops once the window's optimizer step is
+    done, not with half a window of summed gradients that no checkpoint holds."""
+    run = [*RUN, "--data.init_args.device_resident=true", "--trainer.accumulate_grad_batches=2"]
+    done = proj(tmp_path, *run, kill_at(epoch=1, batch=2, signal="SIGTERM"))  # before batch 2: the window's first
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert torch.load(tmp_path / LAST, weights_only=True)["global_step"] == 3 + 2  # after batch 3, the window's end
+    cli_in(tmp_path, "fit", "--resume", str(RUN_DIR))
+    assert_same_weights(uninterrupted("true", "--trainer.accumulate_grad_batches=2"), tmp_path / LAST)
 
 
 def test_slurm_requeue_on_sigusr1_saves_an_hpc_checkpoint_and_the_requeued_job_resumes_from_it(tmp_path, uninterrupted):

@@ -13,14 +13,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from proj.callbacks.checkpointing import last_checkpoint_path, run_dir_of_checkpoint, save_last_atomically
-from proj.compat import stop_after_this_batch
+from proj.compat import accumulating, stop_after_this_batch
 
 
 class Preemption(Callback):
     """Save `last.ckpt` when the job is told to stop (SIGTERM, or SIGUSR1 sent ahead of a time limit).
 
-    The signal only raises a flag. At the end of each training batch the ranks agree whether any of them got
-    one (a scheduler may signal only one process); if so every rank stops there, after the batch's optimizer
+    The signal only raises a flag. At the end of each training batch that closes an accumulation window (every
+    batch without gradient accumulation) the ranks agree whether any of them got one (a scheduler may signal only
+    one process); if so every rank stops there, after the batch's optimizer
     and scheduler steps, through Lightning's SIGTERMException. That replaces Lightning's own SIGTERM handler,
     which tells the other ranks with a broadcast from inside the handler, at whatever point each rank is:
     it can pair with an unrelated collective and hang, and the ranks can stop at different batches.
@@ -52,6 +53,8 @@ class Preemption(Callback):
         self.signum = self.signum or signum  # nothing else here: a signal can arrive inside any call
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if accumulating(trainer):  # mid-window: its summed gradients would be in no checkpoint; stop at its end
+            return  # (every rank is at the same batch of the window: all of them skip the all-reduce below alike)
         stop = self.signum is not None
         if trainer.world_size > 1:  # one small all-reduce a batch: every rank stops at the same batch
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
