@@ -68,15 +68,23 @@ def test_fine_tuned_digits_model_beats_scratch_on_imbalanced_digits(default_run,
     assert tuned > 0.9 and tuned > scratch + 0.2
 
 
+def freeze(init_args: str) -> str:
+    return f"--trainer.callbacks+=[{{class_path: proj.extras.finetuning.Freeze, init_args: {init_args}}}]"
+
+
+BAD_INPUT = [
+    ("freeze_pattern", [*FIT, freeze("{pattern: x}")], "Freeze.pattern 'x' matches no parameter"),
+    # a typo in one of two patterns once left the body training, without a word
+    ("freeze_one_pattern_of_two", [*FIT, freeze("{pattern: ['net.stem.*', 'net.bdy.*']}")], "'net.bdy.*' matches no"),
+    # only BatchNorm, which train_bn: true keeps training: once nothing was frozen, without a word
+    ("freeze_only_batchnorm", [*FIT, freeze("{pattern: 'net.stem.1.*', epochs: 2}")], "matches only BatchNorm"),
+    ("freeze_everything", [*FIT, freeze("{pattern: 'net.*', train_bn: false}")], "matches every parameter"),
+    ("freeze_zero_epochs", [*FIT, freeze("{pattern: 'net.body.*', epochs: 0}")], "Freeze.epochs=0"),
+    ("freeze_empty_pattern", [*FIT, freeze("{pattern: []}")], "Freeze.pattern is empty"),
+]
+
+
 @pytest.mark.xdist_group("tiny_run")
-@pytest.mark.parametrize(
-    "case",
-    [(
-        "freeze_pattern",
-        [*FIT, "--trainer.callbacks=[{class_path: proj.extras.finetuning.Freeze, init_args: {pattern: x}}]"],
-        "Freeze.pattern",
-    )],
-    ids=lambda case: case[0],
-)  # fmt: skip
+@pytest.mark.parametrize("case", BAD_INPUT, ids=lambda case: case[0])
 def test_bad_input_is_one_clear_line_before_training(case, tiny_run, tmp_path, monkeypatch, capsys):
     assert_refused_before_training(case, tiny_run, tmp_path, monkeypatch, capsys)

@@ -59,17 +59,12 @@ class Freeze(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        # Before the loop: a pattern that matches nothing (or everything) is the config's mistake.
+        # Before the loop: a pattern that matches nothing, or freezes nothing or everything, is the config's mistake.
         names = [n for n, _ in pl_module.named_parameters()]
-        matched = [n for n in names if self.matches(n)]
-        if not matched:
-            examples = ", ".join(names[:4])
-            raise ValueError(f"Freeze.pattern={self.patterns} matches no parameter (names look like: {examples})")
-        if len(matched) == len(names):
-            raise ValueError(
-                f"Freeze.pattern={self.patterns} matches every parameter: nothing would train in the "
-                f"{self.epochs} frozen epoch(s); freeze a part of the net, e.g. 'net.body.*'"
-            )
+        for pattern in self.patterns:  # each one: a typo in one of several patterns would leave its part training
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                examples = ", ".join(names[:4])
+                raise ValueError(f"Freeze.pattern {pattern!r} matches no parameter (names look like: {examples})")
         self.frozen, self.frozen_bn = [], []
         for module_name, module in pl_module.named_modules():
             own = [(f"{module_name}.{n}", p) for n, p in module.named_parameters(recurse=False)]
@@ -79,6 +74,16 @@ class Freeze(Callback):
             self.frozen += hits
             if isinstance(module, _BatchNorm):
                 self.frozen_bn.append(module)
+        if not self.frozen:
+            raise ValueError(
+                f"Freeze.pattern={self.patterns} matches only BatchNorm parameters, which train_bn: true keeps "
+                "training: nothing would be frozen; match other layers too, or set Freeze.train_bn: false"
+            )
+        if all(self.matches(n) for n in names):
+            raise ValueError(
+                f"Freeze.pattern={self.patterns} matches every parameter: nothing would train in the "
+                f"{self.epochs} frozen epoch(s); freeze a part of the net, e.g. 'net.body.*'"
+            )
 
     def frozen_now(self, trainer: L.Trainer) -> bool:
         return trainer.current_epoch < self.epochs  # from the epoch counter: a resumed run needs no saved state
