@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -69,7 +70,7 @@ def start(target: Path, *options: str) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "proj", "serve", str(target), f"--port={port}", *options]
     # A session of its own: teardown can then end LitServe's processes with the server, whatever state it is in.
     # Its output goes to a file, read at the end: a pipe nobody reads while it serves would block it once full.
-    log = open(target / "server.log", "w")  # noqa: SIM115  closed with the process, in output()
+    log = open(target / f"server-{port}.log", "w")  # noqa: SIM115  one per server; read by output()
     process = subprocess.Popen(command, cwd=target, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     process.log = log
     return process, f"http://127.0.0.1:{port}"
@@ -162,6 +163,18 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(10)
 
 
+def png_header(width: int, height: int, channels: int = 1) -> str:
+    """A PNG's signature, header and end, without pixel data: what a server must judge by its header alone."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, {1: 0, 3: 2}[channels], 0, 0, 0)
+    return base64.b64encode(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")).decode()
+
+
 def digit_images(ids: list[str]) -> np.ndarray:
     from sklearn.datasets import load_digits
 
@@ -236,12 +249,26 @@ BAD_IMAGES = [  # (body, status, field)
     ({"inputs": ["not base64!"]}, 422, "inputs[0]"),
     ({"inputs": [np.zeros((8, 8)).tolist()] * 257}, 413, "inputs"),
     ({"rows": [{"age": 1}]}, 400, "rows"),
+    # Found by the red team or since: each once a 200 with nulls, a 500, or a decode of 144 MB first.
+    ({"inputs": [[[1e39] * 8] * 8]}, 422, "inputs[0]"),  # beyond float32: once a 200 with null probabilities
+    (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "body"),  # nested 100k deep: once a 500
+    (b'{"inputs": [' + b"9" * 5000 + b"]}", 400, "body"),  # a 5000-digit integer: once a 500
+    ({"inputs": [[[10**400] * 8] * 8]}, 422, "inputs[0]"),  # an integer no float holds
+    ({"inputs": [png_header(9000, 9000)]}, 422, "inputs[0]"),  # refused by its header: nothing decoded
+    ({"inputs": [png_header(20000, 20000)]}, 413, "inputs[0]"),  # past PIL's bomb limit: once a 500
+    ({"inputs": [png_header(8, 8)]}, 422, "inputs[0]"),  # the right size, but no pixel data: once a 500
+    ({"inputs": [png_header(8, 8, channels=3)]}, 422, "inputs[0]"),  # three channels for a grey model
 ]
 BAD_ROWS = [
     ({"rows": [dict.fromkeys(DIABETES_FEATURES[1:], 0.0)]}, 422, "rows[0].age"),
     ({"rows": [{**dict.fromkeys(DIABETES_FEATURES, 0.0), "bmi": "high"}]}, 422, "rows[0].bmi"),
     ({"rows": [{**dict.fromkeys(DIABETES_FEATURES, 0.0), "weight": 1.0}]}, 422, "rows[0].weight"),
     ({"rows": [dict.fromkeys(DIABETES_FEATURES, 0.0)] * 101}, 413, "rows"),
+    ({"rows": [{**dict.fromkeys(DIABETES_FEATURES, 0.0), "bmi": 1e39}]}, 422, "rows[0].bmi"),  # once a 200 null
+    ({"rows": [dict.fromkeys(DIABETES_FEATURES, 3e38)]}, 422, "rows[0]"),  # in float32's range; the output overflows
+    ({"rows": [{**dict.fromkeys(DIABETES_FEATURES, 0.0), "bmi": 10**400}]}, 422, "rows[0].bmi"),
+    ({"rows": [{**dict.fromkeys(DIABETES_FEATURES, 0.0), "bmi": None}]}, 422, "rows[0].bmi"),
+    ({"rows": [[0.0] * 10]}, 422, "rows[0]"),  # a list, not an object keyed by column
 ]
 
 
@@ -250,7 +277,8 @@ def test_bad_requests_get_a_4xx_naming_the_field_and_the_server_goes_on(servers)
         _, process, url = servers[name]
         for body, status, field in cases:
             got, answer = post(url, body)
-            assert (got, answer["field"]) == (status, field), body if isinstance(body, bytes) else str(body)[:80]
+            shown = body[:60] if isinstance(body, bytes) else str(body)[:80]
+            assert (got, answer.get("field")) == (status, field), (shown, answer)
             assert field in answer["error"]
         assert process.poll() is None
         good = {"rows": [dict.fromkeys(DIABETES_FEATURES, 1.0)]} if name == "diabetes" else {"inputs": [[[0] * 8] * 8]}
@@ -329,12 +357,94 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_serve_usage_errors_name_the_problem(servers, tmp_path, capsys):
-    assert "nowhere does not exist" in usage_error(capsys, "serve", str(tmp_path / "nowhere"))
-    assert "holds no model" in usage_error(capsys, "serve", str(tmp_path))
-    diabetes = str(servers["diabetes"][0])
-    assert "holds no model.onnx" in usage_error(capsys, "serve", diabetes, "--backend=onnx")
-    assert "--max_batch_size 0 must be at least 1" in usage_error(capsys, "serve", diabetes, "--max_batch_size=0")
+# (id, arguments, what the one line names). {run}: the diabetes run; {tmp}: the case's folder; {taken}: a port in
+# use; {bad_json} and {bad_onnx}: copies of the digits export with a corrupt model.json or model.onnx.
+SERVE_USAGE = [
+    ("target_missing", ["{tmp}/nowhere"], "nowhere does not exist"),
+    ("target_without_model", ["{tmp}"], "holds no model"),
+    ("onnx_without_export", ["{run}", "--backend=onnx"], "holds no model.onnx"),
+    ("batch_size_zero", ["{run}", "--max_batch_size=0"], "--max_batch_size 0 must be at least 1"),
+    ("workers_zero", ["{run}", "--workers=0"], "--workers 0 must be at least 1"),
+    ("port_privileged", ["{run}", "--port=80"], "--port 80 must be at least 1024"),
+    ("port_too_large", ["{run}", "--port=70000"], "--port 70000 is not a TCP port"),  # once a raw ValueError
+    ("port_taken", ["{run}", "--port={taken}"], "is taken"),  # once "serving on ..." then a traceback
+    ("batch_timeout_negative", ["{run}", "--batch_timeout=-1"], "--batch_timeout -1.0 must be >= 0"),
+    ("ckpt_missing", ["{run}", "--backend=pytorch", "--ckpt_path={tmp}/gone.ckpt"], "gone.ckpt does not exist"),
+    ("model_json_corrupt", ["{bad_json}"], "model.json cannot be read"),  # once tracebacks after "serving"
+    ("model_onnx_corrupt", ["{bad_onnx}"], "cannot be loaded by onnxruntime"),
+]
+
+
+@pytest.mark.parametrize(("args", "named"), [c[1:] for c in SERVE_USAGE], ids=[c[0] for c in SERVE_USAGE])
+def test_serve_usage_errors_name_the_problem_before_serving(servers, tmp_path, capsys, args, named):
+    if any("bad_" in a for a in args) and not EXPORTS:
+        pytest.skip("the export extra is not installed: no export to corrupt")
+    places = {"run": str(servers["diabetes"][0]), "tmp": str(tmp_path)}
+    for name, file, content in (("bad_json", "model.json", b"{half a json"), ("bad_onnx", "model.onnx", b"\0" * 64)):
+        if EXPORTS:
+            shutil.copytree(servers["digits"][0] / "export", tmp_path / name)
+            (tmp_path / name / file).write_bytes(content)
+        places[name] = str(tmp_path / name)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        places["taken"] = str(taken.getsockname()[1])
+        error = usage_error(capsys, "serve", *(a.format(**places) for a in args))
+    assert named in error, error
+
+
+def test_a_killed_server_leaves_no_process_and_frees_its_port(servers):
+    """kill -9 of the server's main process (an OOM kill, a scheduler): every other process of the server ends too,
+    and the port is free for a restart. Once they went on answering, re-parented to init."""
+    run, _, _ = servers["diabetes"]
+    process, url = start(run, "--backend=pytorch", "--max_batch_size=1")
+    try:
+        wait_healthy(process, url)
+        children = descendants(process.pid)
+        assert len(children) >= 3, children
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(30)
+        deadline = time.monotonic() + 60  # polled: ends as soon as every process is gone
+        while (left := [p for p in children if alive(p)]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left, f"processes left behind by a killed server: {left}"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", int(url.rsplit(":", 1)[1])))  # free: a restart would not fail
+    finally:
+        stop(process)
+
+
+def test_a_run_directory_alone_serves_its_model(tmp_path, monkeypatch):
+    """A CSV-trained run, fine-tuned from another run's checkpoint: moved elsewhere, its training CSV and the checkpoint
+    it started from deleted, its PyTorch backend still builds from the run alone and answers what predict did."""
+    from proj.data.imbalanced_table import write_imbalanced_table
+    from proj.extras.serve.command import best_checkpoint, torch_backend
+
+    monkeypatch.chdir(tmp_path)
+    table = write_imbalanced_table("data/imbalanced_table.csv")
+    fit = ["fit", "--config", DEFAULT, "--config", str(CONFIGS / "experiment" / "table_none.yaml"), *TINY]
+    first = cli_in(tmp_path, *fit)
+    start_from = first.trainer.checkpoint_callback.best_model_path
+    second = cli_in(tmp_path, *fit, f"--init_from={start_from}")
+    run = Path(second.trainer.log_dir)
+    best = best_checkpoint(run)
+    cli_in(tmp_path, "predict", "--config", str(run / "config.yaml"), f"--ckpt_path={best}", *TINY[-3:-1])
+    rows = read_predictions(run)
+    lines = table.read_text().splitlines()
+    header = lines[0].split(",")
+    raw = [dict(zip(header, lines[int(r["id"].rsplit(":", 1)[1]) - 1].split(","), strict=True)) for r in rows]
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.move(run, moved)
+    table.unlink()
+    Path(start_from).unlink()
+
+    backend, facts = torch_backend(moved, best_checkpoint(moved), threads=1)
+    backend.load()
+    x = np.array([[float(row[f]) for f in facts["features"]] for row in raw], dtype=facts["input_dtype"])
+    probabilities = backend(x)
+    expected = np.array([[float(r[f"p_{c}"]) for c in facts["classes"]] for r in rows])
+    assert facts["features"] == [h for h in header if h != "diagnosis"] and facts["task"] == "classification"
+    assert np.allclose(probabilities, expected, atol=1e-5)
 
 
 def test_help_shows_its_own_options(capsys):

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from proj.cli.parser import UsageError
 from proj.models import TargetsMismatch
+from proj.optim import import_class
 
 # Errors torch.load raises for a file that is not a complete checkpoint: a truncated zip archive (RuntimeError),
 # an empty file (EOFError), a text file (KeyError / UnpicklingError: "invalid load key").
@@ -168,3 +169,16 @@ def load_trained(cli: Any, ckpt_path: str) -> tuple[Any, Any]:
     if saved:
         dm.load_state_dict(saved)  # the normalisation the model was trained with
     return model.eval(), dm
+
+
+def model_of_checkpoint(checkpoint: dict[str, Any], path: str) -> Any:
+    """The task module a checkpoint holds, built from its own hyper-parameters and weights alone, in eval mode: no
+    config, no data (a run's checkpoint serves without its training data)."""
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    class_path = hparams.pop("_class_path", None)
+    if not class_path:
+        raise UsageError(f"{path} does not name its model class (a checkpoint of fit through the command line does)")
+    hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    model = import_class(class_path, "model.class_path")(**hparams)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()

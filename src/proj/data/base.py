@@ -169,6 +169,11 @@ class ArrayDataModule(TargetsMixin, L.LightningDataModule):
             self.stats["mean"], self.stats["std"] = channel_stats(x[indices["train"]], self.scale)
         if not self.is_classification and "target_mean" not in self.stats:
             self.stats["target_mean"], self.stats["target_std"] = target_stats(y[indices["train"]])
+        # What a deployed model needs of the data besides the statistics, saved with them in every checkpoint: a
+        # run's checkpoint alone then serves its model, without the training data (the serve extra).
+        self.stats["input"] = {"dtype": str(x.dtype).removeprefix("torch."), "scale": self.scale}
+        if getattr(self, "features", None):
+            self.stats["input"]["features"] = list(self.features)
         self.splits = {name: TensorDataset(x[idx], y[idx]) for name, idx in indices.items()}
         if self.hparams.sampler == "smote":  # after the statistics: they describe the real training rows only
             hp = self.hparams

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 
 from proj.extras.serve.backends import outputs_to_json
 from proj.extras.serve.requests import BadRequest, InputSpec
-from proj.extras.serve.stopping import QuietlyStoppedServer
+from proj.extras.serve.stopping import QuietlyStoppedServer, die_with_parent
 
 MAX_BODY_BYTES = 32 * 2**20
 PREDICT_PATH = "/predict"
@@ -49,9 +49,11 @@ class ModelAPI(ls.LitAPI):
         self.backend, self.facts, self.input_spec = backend, facts, spec
 
     def setup(self, device: str) -> None:
+        die_with_parent()  # a spawned model worker: it ends with the server's main process (stopping.py)
         self.backend.load()
 
-    def decode_request(self, request) -> np.ndarray:  # unannotated: LitServe then hands over the parsed JSON
+    def decode_request(self, request, context) -> np.ndarray:  # unannotated: LitServe hands over the parsed JSON
+        context["field"] = "rows" if isinstance(request, dict) and "rows" in request else "inputs"
         try:
             return self.input_spec.decode(request)  # checked already in the HTTP process: this cannot fail there
         except BadRequest as err:
@@ -72,7 +74,18 @@ class ModelAPI(ls.LitAPI):
     def unbatch(self, output: Batch) -> list[np.ndarray]:
         return np.split(output.x, np.cumsum(output.sizes)[:-1])
 
-    def encode_response(self, output: np.ndarray) -> dict[str, Any]:
+    def encode_response(self, output: np.ndarray, context):  # unannotated: LitServe makes a return type its schema
+        """The request's predictions; 422 when the model's output is not finite (an input far outside anything it
+        was trained on overflows inside it): never a 200 with null. A response, not an exception: an exception
+        here would fail every request of the batch."""
+        bad = [i for i, row in enumerate(output) if not np.isfinite(row).all()]
+        if bad:
+            error = BadRequest(
+                f"{context.get('field', 'inputs')}[{bad[0]}]",
+                "the model's output for it is not finite: its values lie far outside the training data's (check "
+                "their units and scale)",
+            )
+            return JSONResponse(error.body(), status_code=422)
         return {"predictions": outputs_to_json(self.facts, output)}
 
 
@@ -131,10 +144,16 @@ async def refuse(err: BadRequest, scope: dict, receive: Any, send: Any) -> None:
 
 
 def parse_json(body: bytes) -> Any:
+    """The request's JSON, or a 400 naming why not: not JSON, nested deeper than Python's parser recurses, or a
+    number with more digits than Python converts (4300: its guard against quadratic-time parsing)."""
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BadRequest("body", f"not JSON ({err}); send Content-Type: application/json", 400) from None
+    except RecursionError:
+        raise BadRequest("body", 'JSON nested too deep; expected {"inputs": [...]} or {"rows": [...]}', 400) from None
+    except (UnicodeDecodeError, ValueError) as err:  # json.JSONDecodeError and a 5000-digit integer are ValueErrors
+        raise BadRequest(
+            "body", f"not JSON that can be read ({str(err)[:120]}); send Content-Type: application/json", 400
+        ) from None
 
 
 def build_server(

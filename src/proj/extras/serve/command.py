@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -52,11 +53,14 @@ def serve(
     for name, value, least in (("port", port, 1024), ("max_batch_size", max_batch_size, 1), ("workers", workers, 1)):
         if value < least:
             raise UsageError(f"--{name} {value} must be at least {least}")
+    if port > 65535:
+        raise UsageError(f"--port {port} is not a TCP port: give one from 1024 to 65535")
     if batch_timeout < 0 or max_samples < 1:
         raise UsageError(f"--batch_timeout {batch_timeout} must be >= 0 and --max_samples {max_samples} >= 1")
     missing = [name for name in ("litserve", "prometheus_client") if importlib.util.find_spec(name) is None]
     if missing:
         raise UsageError(f"serving needs {' and '.join(missing)}, not installed: {INSTALL}")
+    check_port_free(port)  # before the model is loaded: not "serving on ..." and then "Address already in use"
     run_dir, export_dir = locate(Path(target))
     model, facts = load_backend(run_dir, export_dir, backend, ckpt_path, worker_threads(workers))
     info = {**facts, "backend": model.name, **run_card(export_dir, run_dir)}
@@ -104,10 +108,44 @@ def load_backend(
             raise UsageError("--backend onnx needs onnxruntime: pip install -e .[export] -c constraints.txt")
         from proj.extras.serve.backends import OnnxBackend
 
-        return OnnxBackend(onnx, threads), json.loads((export_dir / "model.json").read_text())
+        facts = read_model_json(export_dir / "model.json")
+        check_onnx_loads(onnx)
+        return OnnxBackend(onnx, threads), facts
     if run_dir is None:
         raise UsageError(f"--backend pytorch needs the run directory (config.yaml, checkpoints/), not {export_dir}")
     return torch_backend(run_dir, ckpt_path or best_checkpoint(run_dir), threads)
+
+
+def check_port_free(port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as err:
+            raise UsageError(
+                f"--port {port} on 127.0.0.1 is taken ({err.strerror}): stop what serves there, or give another --port"
+            ) from None
+
+
+def read_model_json(path: Path) -> dict[str, Any]:
+    """An export's facts, or a one-line refusal naming the file: the server would fail later in every worker."""
+    try:
+        facts = json.loads(path.read_text())
+        for key in ("task", "input_shape"):
+            facts[key]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{path} cannot be read ({type(err).__name__}: {err}): export the run again") from None
+    return facts
+
+
+def check_onnx_loads(path: Path) -> None:
+    """onnxruntime loads the export here once, so a corrupt file is one line now, not a traceback per worker."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
+        reason = " ".join(str(err).split())[:160]
+        raise UsageError(f"{path} cannot be loaded by onnxruntime ({reason}): export the run again") from None
 
 
 def best_checkpoint(run_dir: Path) -> Path:
@@ -120,16 +158,48 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 
 def torch_backend(run_dir: Path, ckpt: Path, threads: int) -> tuple[Any, dict[str, Any]]:
+    """The checkpoint's model with the run's preprocessing inside (Deployable), built from the checkpoint alone:
+    neither the training data nor the checkpoint an --init_from started from need to be where they were.
+    Checkpoints written before the data's input facts were saved with them are built through config.yaml."""
+    from proj.cli.checkpoints import model_of_checkpoint, read_checkpoint
+    from proj.extras.serve.backends import TorchBackend
+    from proj.models.deployable import Deployable
+
+    if not Path(ckpt).is_file():
+        raise UsageError(f"--ckpt_path {ckpt} does not exist")
+    checkpoint = read_checkpoint(str(ckpt))
+    data_class = str((checkpoint.get("datamodule_hyper_parameters") or {}).get("_class_path", "")).rsplit(".", 1)[-1]
+    data = checkpoint.get(data_class) or {}
+    if "input" not in data:
+        return torch_backend_from_config(run_dir, ckpt, threads)
+    model = model_of_checkpoint(checkpoint, str(ckpt))
+    shape = list(model.hparams.input_shape)
+    module = Deployable(
+        model.net, data["input"]["scale"], data.get("mean"), data.get("std"), len(shape) + 1, model.task,
+        getattr(model, "target_mean", None), getattr(model, "target_std", None),
+    ).eval()  # fmt: skip
+    facts = {
+        "format": "pytorch",
+        "task": model.task,
+        "classes": list(getattr(model, "class_names", [])),
+        "target_names": list(getattr(model, "target_names", [])),
+        "features": list(data["input"].get("features", [])),
+        "input_shape": ["batch", *shape],
+        "input_dtype": data["input"]["dtype"],
+        "source_checkpoint": str(ckpt),
+    }
+    return TorchBackend(module, threads), facts
+
+
+def torch_backend_from_config(run_dir: Path, ckpt: Path, threads: int) -> tuple[Any, dict[str, Any]]:
     """The checkpoint's Deployable, built from the run's config.yaml the way export builds it, and its facts."""
     from proj.cli.checkpoints import load_trained
     from proj.cli.run import lightning_main
     from proj.extras.serve.backends import TorchBackend
     from proj.models.deployable import deployable
 
-    if not Path(ckpt).is_file():
-        raise UsageError(f"--ckpt_path {ckpt} does not exist")
-    cli = lightning_main(["--config", str(run_dir / "config.yaml"), "--trainer.logger=false"], run=False)
-    model, dm = load_trained(cli, str(ckpt))
+    args = ["--config", str(run_dir / "config.yaml"), "--trainer.logger=false", "--init_from=null"]
+    model, dm = load_trained(lightning_main(args, run=False), str(ckpt))
     facts = {
         "format": "pytorch",
         "task": model.task,

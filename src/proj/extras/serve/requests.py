@@ -76,7 +76,7 @@ class InputSpec:
         if isinstance(value, str):
             if not self.is_image:
                 raise BadRequest(where, f"a string; expected a list of {self.shape[0]} numbers")
-            return self.checked(png_pixels(value, where), where)
+            return self.checked(png_pixels(value, where, self.shape), where)
         try:
             array = np.asarray(value)
         except ValueError:  # ragged nested lists
@@ -96,7 +96,19 @@ class InputSpec:
             info = np.iinfo(self.dtype)
             if (array != np.round(array)).any() or array.min() < info.min or array.max() > info.max:
                 raise BadRequest(where, f"expected whole numbers {info.min}..{info.max} ({self.dtype})")
-        return array.astype(self.dtype)
+        return self.cast(array, where)
+
+    def cast(self, array: np.ndarray, where: str) -> np.ndarray:
+        """The array in the model's dtype. A finite float64 beyond float32's range (1e39) becomes infinity there,
+        which the model would turn into a prediction of NaN: checked after the cast, not only before."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = array.astype(self.dtype)
+        if cast.dtype.kind == "f" and not np.isfinite(cast).all():
+            largest = float(np.finfo(cast.dtype).max)
+            raise BadRequest(
+                where, f"holds values beyond {self.dtype}'s range (+-{largest:.3g}); expected finite numbers"
+            )
+        return cast
 
     def row(self, value: Any, where: str) -> np.ndarray:
         if not self.features:
@@ -109,24 +121,45 @@ class InputSpec:
         unknown = sorted(set(value) - set(self.features))
         if unknown:
             raise BadRequest(f"{where}.{unknown[0]}", f"not a training column; the columns are {self.features}")
+        numbers = []
         for column in self.features:
             number = value[column]
-            if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
-                raise BadRequest(f"{where}.{column}", f"{number!r} is not a finite number")
-        return np.array([value[c] for c in self.features], dtype=self.dtype)
+            if isinstance(number, bool) or not isinstance(number, int | float) or not finite_float(number):
+                raise BadRequest(f"{where}.{column}", f"{str(number)[:40]!r} is not a finite number")
+            self.cast(np.array([number], dtype=np.float64), f"{where}.{column}")  # within the model's dtype
+            numbers.append(float(number))
+        return self.cast(np.array(numbers, dtype=np.float64), where)
 
 
-def png_pixels(text: str, where: str) -> np.ndarray:
-    """A base64 PNG (or any image PIL reads) as a (C, H, W) array of its pixel values."""
+def finite_float(number: int | float) -> bool:
+    """Whether a JSON number is a finite float64 (an integer of 400 digits is not: float() overflows)."""
+    try:
+        return math.isfinite(float(number))
+    except OverflowError:
+        return False
+
+
+def png_pixels(text: str, where: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A base64 PNG (or any image PIL reads) as a (C, H, W) array of its pixel values. Its size is read from its
+    header and checked against the model's (C, H, W) before any pixel is decoded: a 12000 x 12000 image is refused,
+    not decoded into 144 MB first (and one past PIL's decompression-bomb limit is refused, not a 500)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         image = Image.open(io.BytesIO(base64.b64decode(text, validate=True)))
-        pixels = np.asarray(image)
     except (binascii.Error, ValueError):
         raise BadRequest(where, "a string that is not base64; expected a base64 PNG or nested lists") from None
+    except Image.DecompressionBombError:
+        raise BadRequest(where, "an image past PIL's decompression-bomb limit; expected a small image", 413) from None
     except (UnidentifiedImageError, OSError):
         raise BadRequest(where, "base64 of something that is not an image; expected a PNG") from None
+    found = (len(image.getbands()), image.height, image.width)
+    if found[1:] != tuple(shape[1:]) or found[0] not in (1, shape[0]):
+        raise BadRequest(where, f"an image of {found[0]} x {found[1]} x {found[2]}; expected {list(shape)}")
+    try:
+        pixels = np.asarray(image)
+    except (OSError, ValueError):  # a truncated or corrupt image body behind a valid header
+        raise BadRequest(where, "an image that cannot be decoded (truncated or corrupt); expected a PNG") from None
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 

@@ -13,7 +13,11 @@ So here:
   first (it would fail reading its queue once the manager is gone), then LitServe's own shutdown runs: the HTTP
   server finishes the requests in flight, then the workers and the manager end;
 - a thread of this module watches the model workers in place of LitServe's monitor: it never asks the manager, and
-  a worker that dies stops the server with one line saying so.
+  a worker that dies stops the server with one line saying so;
+- every process of the server ends with this one, even when this one is killed outright (SIGKILL, the OOM killer):
+  each is told by the kernel when its parent dies (Linux's PR_SET_PDEATHSIG), set in the forked ones (the HTTP
+  server, the manager) as they fork and in the spawned model workers as they start. Else they went on answering
+  on the port, re-parented to init, and a restart failed with "Address already in use".
 
 LitServe has no public hook between starting its processes and waiting for the end: `_start_worker_monitoring`
 (litserve 0.2.19, constraints.txt) is overridden, the one private member this module touches.
@@ -65,7 +69,25 @@ def watch_workers(workers: list[Any]) -> None:
             return
 
 
+def die_with_parent() -> None:
+    """Have the kernel send this process SIGTERM when its parent dies (Linux; elsewhere nothing), and end at once if
+    the parent is already gone (re-parented: a kill between the fork and this call)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent or parent == 1:
+        os._exit(0)
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
 def serve_until_stopped(server: QuietlyStoppedServer, port: int) -> None:
+    os.register_at_fork(after_in_child=die_with_parent)  # the HTTP server and LitServe's manager are forked
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by every process LitServe starts
     signal.signal(signal.SIGTERM, stop_server)
