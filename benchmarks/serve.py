@@ -138,8 +138,9 @@ def direct(model, images: np.ndarray) -> float:
 
 def backend_of(run_dir: Path, backend: str):
     """The object the server's worker runs (proj.extras.serve.backends), built as `serve` builds it, loaded here."""
+    from proj.cli.run_dir import best_checkpoint
     from proj.extras.serve.backends import OnnxBackend
-    from proj.extras.serve.command import best_checkpoint, torch_backend, worker_threads
+    from proj.extras.serve.command import torch_backend, worker_threads
 
     threads = worker_threads(1)  # what the server's one worker gets
     if backend == "onnx":

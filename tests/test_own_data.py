@@ -94,10 +94,48 @@ def test_a_dict_batch_data_module_trains_tests_and_predicts_with_its_own_ids(in_
     assert right == pytest.approx(accuracy, abs=1e-6)  # the same model as the test, row by row
 
 
-def test_a_data_module_without_num_outputs_is_one_line_naming_it_and_the_contract(in_tmp, capsys):
-    error = usage_error(capsys, *FIT[:3], "--data=test_own_data.NoOutputs", KEYS)
-    assert "NoOutputs has no num_outputs" in error and "docs/data_contract.md" in error
+class NoShape(DictDigits):
+    input_shape = None
+
+
+class TextOutputs(DictDigits):
+    num_outputs = "10"
+
+
+class ShapeOfWords(DictDigits):
+    input_shape = "1x8x8"
+
+
+class WrongShape(DictDigits):
+    input_shape = (64,)  # the pixels of an 8x8 image, but the batches hold (1, 8, 8) images
+
+
+class ListTargets(DictDigits):
+    targets = ["0", "1"]
+
+
+CONTRACT = [  # (data module, the line that must be all the error says)
+    ("NoOutputs", "data NoOutputs has no num_outputs (the model's outputs: the number of classes, or of regression"),
+    ("NoShape", "data NoShape has no input_shape (one sample's shape, without the batch axis"),
+    ("TextOutputs", "data TextOutputs.num_outputs is '10': give a whole number of at least 1"),
+    ("ShapeOfWords", "data ShapeOfWords.input_shape is '1x8x8': give a tuple of sizes, each a whole number"),
+    ("ListTargets", "data ListTargets.targets is ['0', '1']: give a dict"),
+]
+
+
+@pytest.mark.parametrize(("data", "line"), CONTRACT, ids=[c[0] for c in CONTRACT])
+def test_a_data_module_that_breaks_the_contract_is_one_line_naming_the_attribute_and_the_page(
+    in_tmp, capsys, data, line
+):
+    error = usage_error(capsys, *FIT[:3], f"--data=test_own_data.{data}", KEYS)
+    assert error.startswith(f"python -m proj fit: error: {line}"), error  # nothing of the link's plumbing
+    assert "the contract is docs/data_contract.md" in error
     assert not (in_tmp / "logs").exists()
+
+
+def test_an_input_shape_other_than_the_batches_is_one_line_naming_both(in_tmp, capsys):
+    error = usage_error(capsys, *FIT[:3], "--data=test_own_data.WrongShape", KEYS, "--trainer.max_epochs=1")
+    assert "one sample [1, 8, 8], but the data module's input_shape is [64]" in error
 
 
 def test_dict_batches_read_with_the_wrong_keys_are_one_line_naming_batch_keys(in_tmp, capsys):

@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -130,6 +131,9 @@ def test_deleting_an_extra_as_its_page_says_leaves_the_core_working(scaffold, tm
         "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
         "--trainer.enable_progress_bar=false")  # fmt: skip
     assert (project / "logs" / "default" / "version_0" / "config.yaml").is_file()
+    lint_imports = Path(sys.executable).parent / "lint-imports"  # make lint's import contracts hold without it
+    lint = subprocess.run([str(lint_imports)], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert lint.returncode == 0 and "0 broken" in lint.stdout, lint.stdout[-3000:] + lint.stderr[-2000:]
     # Every remaining test module is collected (imported), and the core's fast tests of the command line (--help
     # of every subcommand left, the usage errors, in-process fits) and of the docs (every path, subcommand and
     # make target the pages name; the configs' parsing is the fit's) run.

@@ -408,8 +408,9 @@ def test_a_killed_server_leaves_no_process_and_frees_its_port(servers):
         while (left := [p for p in children if alive(p)]) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not left, f"processes left behind by a killed server: {left}"
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", int(url.rsplit(":", 1)[1])))  # free: a restart would not fail
+        with socket.socket() as probe:  # free for a restart: nothing listens there (TIME_WAIT is no obstacle)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", int(url.rsplit(":", 1)[1])))
     finally:
         stop(process)
 
@@ -417,8 +418,9 @@ def test_a_killed_server_leaves_no_process_and_frees_its_port(servers):
 def test_a_run_directory_alone_serves_its_model(tmp_path, monkeypatch):
     """A CSV-trained run, fine-tuned from another run's checkpoint: moved elsewhere, its training CSV and the checkpoint
     it started from deleted, its PyTorch backend still builds from the run alone and answers what predict did."""
+    from proj.cli.run_dir import best_checkpoint
     from proj.data.imbalanced_table import write_imbalanced_table
-    from proj.extras.serve.command import best_checkpoint, torch_backend
+    from proj.extras.serve.command import torch_backend
 
     monkeypatch.chdir(tmp_path)
     table = write_imbalanced_table("data/imbalanced_table.csv")

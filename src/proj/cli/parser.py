@@ -72,8 +72,12 @@ def construction_error(err: BaseException) -> str:
     """An error raised while building a config key (model, data, trainer, a callback), as one line naming the key.
 
     jsonargparse reports an exception from a class's __init__ as a Union mismatch whose first listed error is
-    the class's own message; that message is kept (the template's classes name their own key and the fix)."""
+    the class's own message; that message is kept (the template's classes name their own key and the fix). A
+    fact of the data that the model is built from (the data contract) fails in a link: its own message names it."""
     message = str(err)
+    linked = re.search(r"Call to compute_fn of link '.*?' with args .*? failed: (.*)", message, re.S)
+    if linked:
+        return " ".join(linked.group(1).split())
     inner = re.search(r"Errors:\s*- (.*?)(?:\n\s*- Expected a <class 'NoneType'>|\nGiven value type:|$)", message, re.S)
     message = " ".join((inner.group(1) if inner else message).split()) or type(err).__name__
     message = message.split(" - Not a valid subclass")[0]  # jsonargparse's list of what a class_path may be
@@ -96,6 +100,10 @@ def exit_with_usage_error(prog: str, message: str) -> NoReturn:
 
 
 class ProjArgumentParser(LightningArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # `--trainer.max_epoch 5` is a typo, not max_epochs: say so
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # a parser used inside another one (jsonargparse's own subparsers) raises
             return super().error(message, ex)

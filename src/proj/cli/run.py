@@ -23,7 +23,6 @@ the LightningCLI below, in the order Lightning calls them, and each calls helper
 
 from __future__ import annotations
 
-import logging
 import pickle
 import warnings
 from collections.abc import Sequence
@@ -40,8 +39,9 @@ from proj.cli.checkpoints import check_weights_fit, model_from_checkpoint, refus
 from proj.cli.config_checks import config_refusal, settle_config
 from proj.cli.init_from import HELP as INIT_FROM_HELP
 from proj.cli.init_from import apply_init_from
+from proj.cli.output import quiet_lightning, say_where_the_run_went
 from proj.cli.parser import ProjArgumentParser, UsageError, construction_error, exit_with_usage_error
-from proj.cli.run_dir import ResumeRun, SaveRunConfig, log_into, run_of_checkpoint
+from proj.cli.run_dir import ResumeRun, SaveRunConfig, best_checkpoint, log_into, run_of_checkpoint, run_of_config
 from proj.data import contract as data_contract
 
 # What every task module learns from the data: each read off the data module and checked by the data contract's
@@ -51,19 +51,10 @@ DATA_TO_MODEL = ("num_outputs", "input_shape", "targets")
 # What a bad value makes a class's __init__, Lightning's Trainer or configure_optimizers raise: before the loop
 # starts, such an error is the config's and is reported on one line; once it runs, it keeps its traceback.
 CONFIG_ERRORS = (ValueError, TypeError, MisconfigurationException)
+EVALUATING = ("validate", "test", "predict")  # the subcommands that run a trained checkpoint
 # Lightning warns when `args` is given while sys.argv holds arguments too: `python -m proj` hands it sys.argv
 # on purpose (after choosing the subcommand), so the warning would only be noise.
 ARGS_WARNING = "LightningCLI's args parameter is intended"
-
-
-class QuietLightning(logging.Filter):
-    """Lightning's log lines that say nothing about the run (advertisements, and a note that the config's model
-    summary replaces Lightning's default one), left out of what the command line prints."""
-
-    NOISE = ("💡 Tip:", "Trainer already configured with model summary callbacks")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.NOISE)
 
 
 class LoopStartMarker(Callback):
@@ -110,7 +101,8 @@ class ProjCLI(LightningCLI):
         for name in DATA_TO_MODEL:
             read = getattr(data_contract, name)
             parser.link_arguments("data", f"model.init_args.{name}", compute_fn=read, apply_on="instantiate")
-        add_run_options(parser, fit_config_only=not self.subcommands_mode)
+        subcommand = self.argv[0] if self.subcommands_mode and self.argv else "fit"
+        add_run_options(parser, fit_config_only=not self.subcommands_mode, subcommand=subcommand)
 
     def _parse_ckpt_path(self) -> None:
         """Lightning's (private) step that reads a --ckpt_path's hyper-parameters: see model_from_checkpoint."""
@@ -127,12 +119,28 @@ class ProjCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.active_config()
         settle_config(config)
-        run_dir = run_of_checkpoint(config) if self.subcommand in ("validate", "test", "predict") else None
+        if self.subcommand in EVALUATING:
+            self.choose_the_runs_checkpoint(config)
+        run_dir = run_of_checkpoint(config) if self.subcommand in EVALUATING else None
         if run_dir is not None:  # into <run>/<subcommand>/, not a new version
             log_into(config, save_dir=run_dir, name=self.subcommand, version="")
         refusal = config_refusal(config, self.fitting())
         if refusal:
             self.usage_error(refusal)
+
+    def choose_the_runs_checkpoint(self, config: Any) -> None:
+        """validate / test / predict without --ckpt_path would run the config's untrained weights: on a run's
+        config.yaml they take that run's best checkpoint (one line says so); on any other config they stop."""
+        if config.get("ckpt_path"):
+            return
+        run_dir = run_of_config(config)
+        if run_dir is None:
+            self.usage_error(
+                f"{self.subcommand} needs a checkpoint: give --ckpt_path <run>/checkpoints/<file>.ckpt, or --config "
+                "<run>/config.yaml to use that run's best checkpoint"
+            )
+        config.ckpt_path = str(best_checkpoint(run_dir))
+        rank_zero_info(f"{self.subcommand}: the run's checkpoint {config.ckpt_path} (--ckpt_path chooses another)")
 
     # --- 3. build data, model, trainer ------------------------------------------------------------------
 
@@ -169,16 +177,23 @@ class ProjCLI(LightningCLI):
     # --- 5. fit: Lightning's Trainer.fit; 6. test the best checkpoint --------------------------------------
 
     def after_fit(self) -> None:
-        options = self.config_init[self.subcommand]
-        if not options.get("test_after_fit", True) or self.trainer.interrupted:
+        if self.trainer.interrupted:  # preempted: Preemption says where last.ckpt went, and how to resume
             return
-        which = options.get("test_ckpt", "best")
-        ckpt = self.trainer.checkpoint_callback
-        ckpt_path = which if ckpt is not None and getattr(ckpt, f"{which}_model_path", "") else None
-        if ckpt_path is None:
-            rank_zero_warn(f"No {which} checkpoint was saved: testing the final weights instead.")
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        options = self.config_init[self.subcommand]
+        if options.get("test_after_fit", True):
+            which = options.get("test_ckpt", "best")
+            ckpt = self.trainer.checkpoint_callback
+            ckpt_path = which if ckpt is not None and getattr(ckpt, f"{which}_model_path", "") else None
+            if ckpt_path is None:
+                rank_zero_warn(f"No {which} checkpoint was saved: testing the final weights instead.")
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
         say_where_the_run_went(self.trainer)
+
+    def after_validate(self) -> None:
+        say_where_the_run_went(self.trainer, what="The validation")
+
+    def after_test(self) -> None:  # predict says where predictions.csv went itself (PredictionWriter)
+        say_where_the_run_went(self.trainer, what="The test")
 
     # --- helpers ----------------------------------------------------------------------------------------
 
@@ -197,36 +212,30 @@ class ProjCLI(LightningCLI):
         exit_with_usage_error(f"{prog} {subcommand or ''}".strip(), message)
 
 
-def say_where_the_run_went(trainer: L.Trainer) -> None:
-    run_dir = trainer.log_dir if trainer.logger is not None else None
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-    if run_dir and trainer.is_global_zero:
-        what = f"config.yaml, checkpoints/{Path(best).name}" if best else "config.yaml"
-        rank_zero_info(f"The run is in {run_dir}/: {what}, and the logs (make tensorboard)")
-
-
-def add_run_options(parser: LightningArgumentParser, fit_config_only: bool) -> None:
+def add_run_options(parser: LightningArgumentParser, fit_config_only: bool, subcommand: str = "fit") -> None:
     """--test_after_fit, --test_ckpt, --resume and --init_from; and, for a fit config read without its
-    subcommand (a trial, a fold, a run's config.yaml), the subcommand's --ckpt_path and --weights_only."""
+    subcommand (a trial, a fold, a run's config.yaml), the subcommand's --ckpt_path and --weights_only.
+    validate / test / predict accept fit's options (a run's config.yaml names them) and say they ignore them."""
+    ignored = f"(fit's option: {subcommand} ignores it) " if subcommand in EVALUATING else ""
     parser.add_argument(
         "--test_after_fit",
         type=bool,
         default=True,
-        help="After fit, test the best checkpoint (by the ModelCheckpoint monitor) on the test split.",
+        help=f"{ignored}After fit, test the best checkpoint (by the ModelCheckpoint monitor) on the test split.",
     )
     parser.add_argument(
         "--test_ckpt",
         type=Literal["best", "last"],
         default="best",
-        help="Which checkpoint test_after_fit tests: best (by the ModelCheckpoint monitor) or last.",
+        help=f"{ignored}Which checkpoint test_after_fit tests: best (by the ModelCheckpoint monitor) or last.",
     )
     parser.add_argument(
         "--resume",
         action=ResumeRun,
-        help="A run directory logs/<name>/version_<n>: continue that run from its last.ckpt, into that "
+        help=f"{ignored}A run directory logs/<name>/version_<n>: continue that run from its last.ckpt, into that "
         "directory, with its config.yaml (options after --resume still win).",
     )
-    parser.add_argument("--init_from", type=str | None, default=None, help=INIT_FROM_HELP)
+    parser.add_argument("--init_from", type=str | None, default=None, help=f"{ignored}{INIT_FROM_HELP}")
     if fit_config_only:
         parser.add_argument("--ckpt_path", type=str | None, default=None, help="A checkpoint to start from.")
         parser.add_argument("--weights_only", type=bool | None, default=None, help="See fit --help.")
@@ -251,10 +260,7 @@ def cli_kwargs() -> dict[str, Any]:
 
 def lightning_main(args: list[str], run: bool = True) -> ProjCLI:
     """A ProjCLI from these arguments (`run=False`: built, not run; no subcommand in `args` then)."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        rank_zero_log = logging.getLogger(name)
-        if not any(isinstance(f, QuietLightning) for f in rank_zero_log.filters):
-            rank_zero_log.addFilter(QuietLightning())
+    quiet_lightning()
     try:
         return ProjCLI(args=args, run=run, parser_kwargs={"prog": "python -m proj"}, **cli_kwargs())
     except pickle.UnpicklingError as err:

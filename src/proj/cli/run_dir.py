@@ -20,6 +20,7 @@ from jsonargparse import ActionConfigFile
 from lightning.pytorch.cli import SaveConfigCallback
 
 from proj.callbacks.checkpointing import run_dir_of_checkpoint
+from proj.cli.parser import UsageError
 
 LAST = Path("checkpoints") / "last.ckpt"
 
@@ -46,6 +47,16 @@ class ResumeRun(Action):
         cfg["ckpt_path"] = str(run_dir / LAST)
         log_into(cfg, save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name)
         cfg[self.dest] = str(run_dir)
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The run's best checkpoint (the newest best-*.ckpt), else its last.ckpt."""
+    best = sorted((run_dir / "checkpoints").glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if best:
+        return best[-1]
+    if (run_dir / LAST).is_file():
+        return run_dir / LAST
+    raise UsageError(f"{run_dir / 'checkpoints'} holds no checkpoint: train the run first, or give --ckpt_path")
 
 
 def log_into(cfg: Any, save_dir: Path, name: str, version: str) -> None:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from proj.compat import logs_this_step
-from proj.models.batches import Batch, BatchKeys, labelled, unpack
+from proj.models.batches import Batch, BatchKeys, check_input_shape, labelled, unpack
 from proj.models.schedule_free_modes import ScheduleFreeModes
 from proj.models.targets import check_checkpoint_targets, check_task
 from proj.nets.checkpointing import NO_BLOCKS, body_blocks, checkpoint_blocks
@@ -97,6 +97,7 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
         self.stage = 0  # the stage whose optimizer is live; saved in checkpoints
         self.built_stage: int | None = None
         self.planned_horizons: dict = {}
+        self.inputs_checked = False
         # Each split's mean loss over the epoch, weighted by batch size and gathered from every rank under DDP.
         # NaN is kept (nan_strategy "disable"): it must show, and checking for it would make the host wait
         # for the device at every batch.
@@ -133,6 +134,9 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
         return unpack(batch, self.batch_keys)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.inputs_checked:  # the first batch: its shape against the data's input_shape, once
+            check_input_shape(x, self.hparams.input_shape)
+            self.inputs_checked = True
         if self.hparams.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)

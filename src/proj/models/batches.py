@@ -70,6 +70,17 @@ def labelled(target: Tensor | None, split: str) -> Tensor:
     return target
 
 
+def check_input_shape(inputs: Any, input_shape: Sequence[int]) -> None:
+    """The first batch's inputs against the data module's input_shape, which the net was built for: a mismatch is
+    one line naming both, not a shape error from inside the net's first layer."""
+    if isinstance(inputs, Tensor) and list(inputs.shape[1:]) != list(input_shape):
+        raise BatchError(
+            f"a batch's inputs have the shape {list(inputs.shape)}, one sample {list(inputs.shape[1:])}, but the data "
+            f"module's input_shape is {list(input_shape)}, which the net was built for: set input_shape to the shape "
+            f"of one sample ({DOCS})"
+        )
+
+
 def id_strings(ids: Any) -> list[str] | None:
     if ids is None:
         return None

@@ -73,6 +73,7 @@ class MLFlowRunLogger(RunDirectory, MLFlowLogger):
     ) -> None:
         """artifact_location: where a new experiment keeps its artifacts (default <save_dir>/mlartifacts)."""
         self._set_run_directory(save_dir, name, version)
+        tracking_uri = absolute_sqlite(tracking_uri)
         run_dir = Path(self.log_dir).resolve()
         # An existing directory (resumed, or <run>/test): continue the MLflow run of it or of its parent.
         run_id = find_run(tracking_uri, run_dir, run_dir.parent) if version is not None else None
@@ -88,6 +89,15 @@ class MLFlowRunLogger(RunDirectory, MLFlowLogger):
             synchronous=synchronous,
         )
         self.prefix = prefix
+
+
+def absolute_sqlite(uri: str | None) -> str | None:
+    """sqlite:///logs/mlflow.db -> sqlite:////<the working directory>/logs/mlflow.db. MLflow keeps one store per
+    URI string for the whole process: a relative one would stay the database of the first working directory it
+    was opened in (a second run from another folder, in the same process, wrote into the first one's)."""
+    if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
 
 
 def find_run(tracking_uri: str | None, *run_dirs: Path) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from proj.cli.parser import UsageError, run_function
-from proj.cli.run_dir import is_run_dir
+from proj.cli.run_dir import best_checkpoint, is_run_dir
 
 INSTALL = "pip install -e .[serve] -c constraints.txt"
 
@@ -117,7 +117,10 @@ def load_backend(
 
 
 def check_port_free(port: int) -> None:
+    """Whether a server listens on the port already. SO_REUSEADDR, as uvicorn binds: the connections a stopped
+    server leaves in TIME_WAIT do not stop a restart on its port."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as err:
@@ -146,15 +149,6 @@ def check_onnx_loads(path: Path) -> None:
     except Exception as err:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
         reason = " ".join(str(err).split())[:160]
         raise UsageError(f"{path} cannot be loaded by onnxruntime ({reason}): export the run again") from None
-
-
-def best_checkpoint(run_dir: Path) -> Path:
-    best = sorted((run_dir / "checkpoints").glob("best*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if best:
-        return best[-1]
-    if (run_dir / "checkpoints" / "last.ckpt").is_file():
-        return run_dir / "checkpoints" / "last.ckpt"
-    raise UsageError(f"{run_dir / 'checkpoints'} holds no checkpoint: train the run first, or give --ckpt_path")
 
 
 def torch_backend(run_dir: Path, ckpt: Path, threads: int) -> tuple[Any, dict[str, Any]]:
