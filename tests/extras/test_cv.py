@@ -56,3 +56,24 @@ def test_a_data_module_that_cannot_make_folds_is_refused_naming_cv_and_why(in_tm
     error = usage_error(capsys, "cv", "--config", DEFAULT, "--data=test_own_data.DictDigits")  # tests/test_own_data.py
     assert error.startswith("python -m proj cv: error: data DictDigits takes no cv_folds / cv_fold argument")
     assert not (in_tmp / "logs").exists()
+
+
+def test_every_logger_of_a_list_writes_each_fold_into_the_cv_layout(in_tmp):
+    """With several loggers (configs/logger/several.yaml: TensorBoard, MLflow, W&B) each fold's every logger writes
+    into logs/default_cv/fold_<k>/; once the folds landed in logs/default/version_<n>/ and one W&B run was lost."""
+    several = CONFIGS / "logger" / "several.yaml"
+    if not several.is_file() or importlib.util.find_spec("mlflow") is None or importlib.util.find_spec("wandb") is None:
+        pytest.skip("the loggers extra (configs/logger/several.yaml), mlflow or wandb is not installed")
+    from mlflow.tracking import MlflowClient
+
+    cli("cv", "--config", DEFAULT, "--config", str(several), *SHORT, "--trainer.max_epochs=1", "--folds", "2")
+    out = in_tmp / "logs" / "default_cv"
+    for k in (0, 1):
+        fold = out / f"fold_{k}"
+        assert (fold / "config.yaml").is_file() and list(fold.glob("events.out.tfevents.*")), k  # TensorBoard
+        assert list((fold / "wandb").glob("offline-run-*")), k  # W&B
+    assert not (in_tmp / "logs" / "default").exists()  # no ordinary version_<n> runs
+    runs = MlflowClient(f"sqlite:///{in_tmp}/logs/mlflow.db").search_runs(
+        [e.experiment_id for e in MlflowClient(f"sqlite:///{in_tmp}/logs/mlflow.db").search_experiments()]
+    )
+    assert sorted(r.info.run_name for r in runs) == ["default_cv/fold_0", "default_cv/fold_1"]

@@ -44,17 +44,17 @@ class ConfigCommandCLI(ProjCLI):
         if self.run_dir is not None:
             log_into(self.config, save_dir=self.run_dir, name=self.command_name, version="")
 
-    def fit_config(self) -> dict[str, Any]:
-        """The resolved fit config (what --print_config shows), without this subcommand's own options: what a
-        fit, a trial or a fold of it runs."""
-        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+    def fit_config(self, config: Any = None) -> dict[str, Any]:
+        """The resolved fit config (what --print_config shows), or `config` (a changed copy of it), without this
+        subcommand's own options: what a fit, a trial or a fold of it runs."""
+        fit = yaml.safe_load(self.parser.dump(self.config if config is None else config, skip_none=False))
         for name in self.options():
-            config.pop(name, None)
-        return config
+            fit.pop(name, None)
+        return fit
 
-    def write_fit_config(self, path: Path) -> Path:
+    def write_fit_config(self, path: Path, config: Any = None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.fit_config(), sort_keys=False))
+        path.write_text(yaml.safe_dump(self.fit_config(config), sort_keys=False))
         return path
 
     def options(self) -> dict[str, Any]:

@@ -14,13 +14,14 @@ import csv
 import inspect
 import json
 import statistics
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from proj.cli.config_commands import ConfigCommandCLI, run_config_command
 from proj.cli.parser import UsageError
 from proj.cli.run import lightning_main
-from proj.cli.run_dir import logger_init_args
+from proj.cli.run_dir import log_into, logger_init_args
 
 
 def cross_validate(cli: ConfigCommandCLI, folds: int = 5) -> dict[str, Any]:
@@ -40,15 +41,11 @@ def cross_validate(cli: ConfigCommandCLI, folds: int = 5) -> dict[str, Any]:
         init_args = next(iter(logger_init_args(cli.config)), {})
         save_dir, run_name = Path(init_args.get("save_dir") or "logs"), f"{init_args.get('name') or 'default'}_cv"
     out = save_dir / run_name
-    base = cli.write_fit_config(out / "config.yaml")
+    cli.write_fit_config(out / "config.yaml")
     results = []
     for k in range(folds):
-        fold = lightning_main([
-            "fit", "--config", str(base), f"--data.init_args.cv_folds={folds}", f"--data.init_args.cv_fold={k}",
-            f"--trainer.logger.init_args.save_dir={save_dir}", f"--trainer.logger.init_args.name={run_name}",
-            f"--trainer.logger.init_args.version=fold_{k}",
-            "--test_after_fit=true",
-        ])  # fmt: skip
+        with tempfile.TemporaryDirectory() as scratch:  # the fold's own config.yaml goes into its run directory
+            fold = lightning_main(["fit", "--config", str(fold_config(cli, folds, k, save_dir, run_name, scratch))])
         metrics = {key: float(v) for key, v in fold.trainer.callback_metrics.items() if key.startswith("test/")}
         results.append(metrics)
         print(f"fold {k}: " + ", ".join(f"{key} {v:.4f}" for key, v in sorted(metrics.items())))
@@ -58,6 +55,16 @@ def cross_validate(cli: ConfigCommandCLI, folds: int = 5) -> dict[str, Any]:
         print(f"{key}: {summary['mean'][key]:.4f} +- {summary['std'][key]:.4f} over {folds} folds")
     print(f"summary: {out / 'summary.json'}, {out / 'summary.csv'}")
     return {"folds": results, **summary}
+
+
+def fold_config(cli: ConfigCommandCLI, folds: int, k: int, save_dir: Path, run_name: str, scratch: str) -> Path:
+    """The fit config of fold k: the data's test split is fold k of `folds`, and every logger (each of a list of
+    them too) writes into <save_dir>/<run_name>/fold_<k>/."""
+    config = cli.config.clone()
+    config.data.init_args.cv_folds, config.data.init_args.cv_fold = folds, k
+    config.test_after_fit = True
+    log_into(config, save_dir=save_dir, name=run_name, version=f"fold_{k}")
+    return cli.write_fit_config(Path(scratch) / "config.yaml", config)
 
 
 def refuse_data_without_folds(dm: Any) -> None:

@@ -6,6 +6,7 @@ Presets: configs/logger/mlflow.yaml, wandb.yaml, several.yaml.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,7 +117,8 @@ def find_run(tracking_uri: str | None, *run_dirs: Path) -> str | None:
 class WandbRunLogger(RunDirectory, WandbLogger):
     """Lightning's WandbLogger with the run directory, offline by default (no account, no network): the W&B
     run's files go to logs/<name>/version_<n>/wandb/, uploaded later with `wandb sync <that folder>/offline-run-*`.
-    A resumed run starts a new W&B run in the same directory."""
+    A resumed run starts a new W&B run in the same directory; a run into another directory in the same process (a
+    fold of cv, a trial of tune) starts a W&B run of its own."""
 
     def __init__(
         self,
@@ -131,6 +133,7 @@ class WandbRunLogger(RunDirectory, WandbLogger):
     ) -> None:
         self._set_run_directory(save_dir, name, version)
         run_dir = Path(self.log_dir)
+        finish_another_wandb_run(run_dir)
         super().__init__(
             name=str(Path(name) / run_dir.name),
             save_dir=str(run_dir),
@@ -140,3 +143,12 @@ class WandbRunLogger(RunDirectory, WandbLogger):
             prefix=prefix,
             tags=tags,
         )
+
+
+def finish_another_wandb_run(run_dir: Path) -> None:
+    """End the W&B run of another run directory still open in this process: Lightning leaves a run open after fit
+    (its test may log into it), and W&B would hand it to the next logger, which wrote the next fold into it."""
+    wandb = sys.modules.get("wandb")  # never imported: no run is open
+    current = getattr(wandb, "run", None) if wandb is not None else None
+    if current is not None and Path(run_dir).resolve() not in Path(current.dir).resolve().parents:
+        wandb.finish()
