@@ -4,7 +4,10 @@ import csv
 
 import pytest
 
+from helpers import RUN, RUN_DIR, proj
 from test_default_run import reference_lrs
+
+from conftest import CONFIGS
 
 pytestmark = pytest.mark.xdist_group("csv_run")  # the session's CSV run, trained by one worker
 
@@ -27,3 +30,28 @@ def test_the_lr_of_every_optimizer_step_is_logged_not_only_every_log_every_n_ste
     assert [step for step, _ in logged] == list(range(steps))
     expected = reference_lrs(total_steps=steps, steps=steps)  # torch's own warmup + cosine, stepped by hand
     assert [lr for _, lr in logged] == pytest.approx(expected[:steps], rel=1e-6)
+
+
+@pytest.mark.slow  # real processes
+def test_a_killed_run_resumed_with_the_csv_preset_keeps_every_epoch_of_its_history(tmp_path):
+    """SIGKILL at the start of epoch 2, then --resume: metrics.csv holds every epoch's values, equal to an
+    uninterrupted run's (Lightning's CSVLogger deleted the rows of epochs 0 and 1 when the run logged again)."""
+    csv_preset = ["--config", str(CONFIGS / "logger" / "csv.yaml")]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for folder in (straight, killed):
+        folder.mkdir()
+    assert proj(straight, *RUN, *csv_preset).returncode == 0
+    spec = '{"epoch": 2, "batch": 0, "signal": "SIGKILL"}'
+    done = proj(
+        killed, *RUN, *csv_preset, f'--trainer.callbacks+={{"class_path": "helpers.KillAt", "init_args": {spec}}}'
+    )
+    assert done.returncode == -9
+    resumed = proj(killed, "fit", "--resume", str(RUN_DIR), "--trainer.enable_progress_bar=false")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    def val_losses(folder):
+        with open(folder / RUN_DIR / "metrics.csv") as f:
+            return [(row["epoch"], float(row["val/loss"])) for row in csv.DictReader(f) if row.get("val/loss")]
+
+    assert [epoch for epoch, _ in val_losses(straight)] == ["0", "1", "2"]
+    assert val_losses(killed) == val_losses(straight)  # every epoch, the same values: a bitwise resume

@@ -6,13 +6,15 @@
 - rng_state.py: the random generators in checkpoints, so a resumed run draws what the uninterrupted one would;
 - predictions.py: `predict` writes predictions.csv, with the dataset's own sample ids;
 - lr_monitor.py: the lr of every optimizer step for step schedules;
-- net_summary.py: the net and its blocks, with their parameters, at the start of fit.
+- net_summary.py: the net and its blocks, with their parameters, at the start of fit;
+- csv_logger.py: Lightning's CSV logger, keeping a resumed run's earlier rows (configs/logger/csv.yaml).
 
 The views (confusion matrix, sample grid, HPARAMS, ...), weight averaging, pruning, fine-tuning and the run record
 are extras: proj/extras/.
 """
 
 from proj.callbacks.checkpointing import AtomicCheckpointIO, ModelCheckpointEveryEpoch, run_dir_of_checkpoint
+from proj.callbacks.csv_logger import ResumableCSVLogger
 from proj.callbacks.guards import EarlyStoppingWithReason, FiniteLossGuard, NonFiniteLossError
 from proj.callbacks.lr_monitor import EveryStepLearningRateMonitor
 from proj.callbacks.net_summary import NetSummary
@@ -30,6 +32,7 @@ __all__ = [
     "NonFiniteLossError",
     "PredictionWriter",
     "Preemption",
+    "ResumableCSVLogger",
     "RngState",
     "run_dir_of_checkpoint",
 ]
