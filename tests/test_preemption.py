@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import TensorDataset
 
 from helpers import RUN, RUN_DIR, proj
@@ -29,6 +30,16 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key  # bitwise: same batches, dropout, augmentation, optimizer
+
+
+def logged(run: Path, tag: str) -> dict[int, float]:
+    """Every value of a scalar in a run's TensorBoard files (a resumed run adds a file), by step."""
+    values = {}
+    for events in sorted(run.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events)).Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            values.update({e.step: e.value for e in accumulator.Scalars(tag)})
+    return values
 
 
 def test_a_loader_given_its_checkpointed_state_continues_with_the_next_batch_of_that_epoch():
@@ -77,6 +88,9 @@ def test_sigterm_mid_epoch_exits_non_zero_and_resumes_bitwise(tmp_path, uninterr
     assert torch.load(tmp_path / LAST, weights_only=True)["global_step"] == 6 + 4  # mid-epoch 1, after batch 3
     cli_in(tmp_path, "fit", "--resume", str(RUN_DIR))  # the rest of epoch 1 from batch 4, then epoch 2
     assert_same_weights(uninterrupted(resident), tmp_path / LAST)
+    # and the interrupted epoch's train/ values, from the metric states saved with it (once 0.0 and a partial mean)
+    for tag in ("train/loss_epoch", "train/acc", "train/f1"):
+        assert logged(tmp_path / RUN_DIR, tag) == logged(uninterrupted(resident).parents[1], tag), tag
 
 
 def test_sigterm_inside_an_accumulation_window_stops_at_its_end_and_resumes_bitwise(tmp_path, uninterrupted):

@@ -95,6 +95,14 @@ def stop_after_this_batch(trainer: L.Trainer) -> None:
     trainer._signal_connector.received_sigterm = True
 
 
+def set_update_count(metric: Any, count: int) -> None:
+    """How many updates a torchmetrics Metric has had, as restored from a checkpoint with its states.
+
+    Private (torchmetrics): its public `update_count` has no setter, and a metric whose count is 0 warns
+    "compute called before update" and computes nothing, whatever its states hold."""
+    metric._update_count = count
+
+
 def chained_schedulers(scheduler: Any) -> list[Any]:
     """The phases of a SequentialLR (torch keeps them in a private list), or the scheduler itself."""
     if isinstance(scheduler, SequentialLR):

@@ -28,6 +28,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from proj.compat import logs_this_step
 from proj.models.batches import Batch, BatchKeys, check_input_shape, labelled, unpack
+from proj.models.epoch_states import epoch_states, restore_epoch_states
 from proj.models.schedule_free_modes import ScheduleFreeModes
 from proj.models.targets import check_checkpoint_targets, check_task
 from proj.nets.checkpointing import NO_BLOCKS, body_blocks, checkpoint_blocks
@@ -59,7 +60,6 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
     with bf16 / fp16). compile: torch.compile the net in place (checkpoint keys unchanged); the first steps
     pay the compilation. activation_checkpointing: recompute each block of the net's body in the backward pass
     instead of keeping its activations (proj.nets.checkpointing): less memory, more time (benchmarks/README.md).
-
     batch_keys: the keys of dict batches (input, target, id); tuple batches need none (proj.models.batches).
     """
 
@@ -98,6 +98,7 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
         self.built_stage: int | None = None
         self.planned_horizons: dict = {}
         self.inputs_checked = False
+        self.saved_epoch_states: dict[str, Any] | None = None
         # Each split's mean loss over the epoch, weighted by batch size and gathered from every rank under DDP.
         # NaN is kept (nan_strategy "disable"): it must show, and checking for it would make the host wait
         # for the device at every batch.
@@ -235,6 +236,8 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
         return optimizers, schedulers
 
     def on_train_start(self) -> None:
+        # Resumed mid-epoch (Lightning then calls no on_train_epoch_start for that epoch): its metrics so far.
+        restore_epoch_states(self.train_epoch_metrics(), self.saved_epoch_states, self.current_epoch)
         # After a resume the schedulers hold their saved state: say so if their horizon differs from the plan.
         check_resumed_horizons(
             self.planned_horizons, horizons([c.scheduler for c in self.trainer.lr_scheduler_configs])
@@ -247,8 +250,13 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
             self.stage = wanted
             self.trainer.strategy.setup_optimizers(self.trainer)
 
+    def train_epoch_metrics(self) -> dict[str, Any]:
+        return {"loss": self.train_loss, **dict(self.train_metrics.items(keep_base=True, copy_state=False))}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["optim_stage"] = self.stage
+        if self._trainer is not None:  # the running epoch's metrics (proj.models.epoch_states)
+            checkpoint["train_epoch_states"] = epoch_states(self.train_epoch_metrics(), self.current_epoch)
         super().on_save_checkpoint(checkpoint)  # a Schedule-Free optimizer's averaged weights (ScheduleFreeModes)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -258,6 +266,7 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
         # On resume configure_optimizers may run before the epoch counter is restored, so the stage
         # travels in the checkpoint; rebuild if the optimizers were already made for another stage.
         self.stage = checkpoint.get("optim_stage", 0)
+        self.saved_epoch_states = checkpoint.get("train_epoch_states")
         if self.built_stage is not None and self.built_stage != self.stage:
             self.trainer.strategy.setup_optimizers(self.trainer)
 
