@@ -97,8 +97,7 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
         self.stage = 0  # the stage whose optimizer is live; saved in checkpoints
         self.built_stage: int | None = None
         self.planned_horizons: dict = {}
-        self.inputs_checked = False
-        self.saved_epoch_states: dict[str, Any] | None = None
+        self.inputs_checked, self.saved_epoch_states = False, None  # the first batch's shape; a resume's metrics
         # Each split's mean loss over the epoch, weighted by batch size and gathered from every rank under DDP.
         # NaN is kept (nan_strategy "disable"): it must show, and checking for it would make the host wait
         # for the device at every batch.
@@ -267,6 +266,7 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
         # travels in the checkpoint; rebuild if the optimizers were already made for another stage.
         self.stage = checkpoint.get("optim_stage", 0)
         self.saved_epoch_states = checkpoint.get("train_epoch_states")
+        super().on_load_checkpoint(checkpoint)  # a Schedule-Free run's training weights (ScheduleFreeModes)
         if self.built_stage is not None and self.built_stage != self.stage:
             self.trainer.strategy.setup_optimizers(self.trainer)
 

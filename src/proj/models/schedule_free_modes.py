@@ -10,8 +10,9 @@ every checkpoint see, and y is what the training steps see:
 - train() at the first training batch after that, not at the end of validation: the epoch's checkpoints, saved
   in between, then hold the validated weights bit for bit;
 - a checkpoint saved while training (mid-epoch: a preemption, val_check_interval < 1; or after an epoch without
-  validation) is given x and the optimizer state as of eval mode, like one saved after validation; training then
-  goes on from train() of those weights, which is what a run resumed from that checkpoint does, so the two agree.
+  validation) is given x and the optimizer state as of eval mode, like one saved after validation, and y as well:
+  y -> x -> y is exact only up to rounding (1e-7 after two epochs), so training goes on from the y it had, and a
+  run resumed from that checkpoint starts from the saved y. Both continue bit for bit as if nothing was saved.
 
 BatchNorm running statistics are not recomputed at x: they are the ones gathered while training, at y (schedulefree
 suggests recomputing them over some training batches before evaluating; the digits recipe trains well without:
@@ -24,15 +25,19 @@ from collections.abc import Iterable
 from typing import Any
 
 import lightning.pytorch as L
+import torch
 from torch import Tensor
 
 from proj.optim.config import switches_modes
+
+TRAINING_WEIGHTS = "schedule_free_training_weights"  # the checkpoint's key for y
 
 
 class ScheduleFreeModes(L.LightningModule):
     """The hooks that keep an optimizer's mode with the loop's. A no-op for optimizers without train() / eval()."""
 
     optimizer_mode = "eval"  # the mode the module last put its optimizers in (a new one starts in eval mode)
+    saved_training_weights: dict[str, Tensor] | None = None  # y, from a checkpoint saved while training
 
     def set_optimizer_mode(self, mode: str, optimizers: Iterable[Any] | None = None) -> None:
         if optimizers is None:
@@ -45,6 +50,9 @@ class ScheduleFreeModes(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Every batch, cheaply: an optimizer made in between (a stage switch, the lr finder) starts in eval mode.
         self.set_optimizer_mode("train")
+        if self.saved_training_weights is not None:  # the first batch of a run resumed from a mid-training save
+            self.load_state_dict(self.saved_training_weights)
+            self.saved_training_weights = None
 
     def on_validation_model_eval(self) -> None:
         super().on_validation_model_eval()
@@ -65,14 +73,25 @@ class ScheduleFreeModes(L.LightningModule):
         if self.optimizer_mode == "train" and any(switches_modes(o) for o in self.trainer.optimizers):
             self.save_averaged_weights(checkpoint)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Loaded only by a resumed fit's first training batch (validate, test, predict and export use x).
+        self.saved_training_weights = checkpoint.get(TRAINING_WEIGHTS)
+
     def save_averaged_weights(self, checkpoint: dict[str, Any]) -> None:
-        """Lightning has already put the training weights (y) into `checkpoint`: replace them by x, and the
-        optimizer state by its eval-mode state (the mode flag in its param groups), then go back to training.
-        The state_dict shares storage with the parameters, hence the copies."""
-        strategy = self.trainer.strategy
+        """Lightning has already put the training weights (y) into `checkpoint`: keep them under their own key,
+        put x in their place, and the optimizer state as of eval mode (the mode flag in its param groups); then
+        train() and y exactly as it was. The state_dict shares storage with the parameters, hence the copies."""
+        strategy, y = self.trainer.strategy, [p.detach().clone() for p in self.parameters()]
+        checkpoint[TRAINING_WEIGHTS] = detached(checkpoint["state_dict"])
         self.set_optimizer_mode("eval")
-        state = strategy.lightning_module_state_dict()
-        checkpoint["state_dict"] = {k: v.detach().clone() if isinstance(v, Tensor) else v for k, v in state.items()}
+        checkpoint["state_dict"] = detached(strategy.lightning_module_state_dict())
         if "optimizer_states" in checkpoint:  # not in a weights-only checkpoint
             checkpoint["optimizer_states"] = [strategy.optimizer_state(o) for o in self.trainer.optimizers]
         self.set_optimizer_mode("train")
+        with torch.no_grad():
+            for param, saved in zip(self.parameters(), y, strict=True):
+                param.copy_(saved)
+
+
+def detached(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.detach().clone() if isinstance(v, Tensor) else v for k, v in state.items()}
