@@ -32,6 +32,23 @@ RUN = [
 RUN_DIR = Path("logs/digits_augmented/version_0")
 
 
+def kill_at(epoch: int, batch: int, signal: str) -> str:
+    spec = f'{{"epoch": {epoch}, "batch": {batch}, "signal": "{signal}"}}'
+    return f'--trainer.callbacks+={{"class_path": "helpers.KillAt", "init_args": {spec}}}'
+
+
+def logged(run: Path, tag: str) -> dict[int, float]:
+    """Every value of a scalar in a run's TensorBoard files (a resumed run adds a file), by step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = {}
+    for events in sorted(run.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events)).Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            values.update({e.step: e.value for e in accumulator.Scalars(tag)})
+    return values
+
+
 def proj(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`python -m proj ARGS` in a real process inside `cwd`, which can load these callbacks."""
     path = os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])

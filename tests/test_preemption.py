@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import TensorDataset
 
-from helpers import ROOT, RUN, RUN_DIR, proj
+from helpers import ROOT, RUN, RUN_DIR, kill_at, logged, proj
 from proj.data.device import DeviceBatches
 from proj.data.sampling import EpochShuffle, ResumableLoader
 
@@ -20,26 +19,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("preemption")]  # its mo
 LAST = RUN_DIR / "checkpoints" / "last.ckpt"
 
 
-def kill_at(epoch: int, batch: int, signal: str) -> str:
-    spec = f'{{"epoch": {epoch}, "batch": {batch}, "signal": "{signal}"}}'
-    return f'--trainer.callbacks+={{"class_path": "helpers.KillAt", "init_args": {spec}}}'
-
-
 def assert_same_weights(a: Path, b: Path) -> None:
     wa, wb = (torch.load(p, weights_only=True)["state_dict"] for p in (a, b))
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key  # bitwise: same batches, dropout, augmentation, optimizer
-
-
-def logged(run: Path, tag: str) -> dict[int, float]:
-    """Every value of a scalar in a run's TensorBoard files (a resumed run adds a file), by step."""
-    values = {}
-    for events in sorted(run.glob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(events)).Reload()
-        if tag in accumulator.Tags()["scalars"]:
-            values.update({e.step: e.value for e in accumulator.Scalars(tag)})
-    return values
 
 
 def test_a_loader_given_its_checkpointed_state_continues_with_the_next_batch_of_that_epoch():

@@ -10,20 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import RUN, RUN_DIR, proj
+from helpers import RUN, RUN_DIR, kill_at, proj
 from proj.callbacks.checkpointing import save_last_atomically
 from proj.models import Classifier
 
 from conftest import DEFAULT, QUICK, cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]  # its module fixture is built once
-
-
-def killer(epoch: int, batch: int, signal: str) -> str:
-    spec = (
-        f'{{"class_path": "helpers.KillAt", "init_args": {{"epoch": {epoch}, "batch": {batch}, "signal": "{signal}"}}}}'
-    )
-    return f"--trainer.callbacks+={spec}"
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -61,7 +54,7 @@ def resume_and_compare(workdir: Path, straight: dict[str, torch.Tensor]) -> None
 
 
 def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path, straight):
-    crashed = proj(tmp_path, *RUN, killer(epoch=1, batch=3, signal="SIGKILL"))
+    crashed = proj(tmp_path, *RUN, kill_at(epoch=1, batch=3, signal="SIGKILL"))
     assert crashed.returncode == -9  # SIGKILL in the middle of epoch 1: nothing could be saved then
     resume_and_compare(tmp_path, straight)
     assert sorted(p.name for p in (tmp_path / "logs/digits_augmented").iterdir()) == ["version_0"]  # same run dir

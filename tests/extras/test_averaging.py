@@ -12,11 +12,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.optim.lr_scheduler import LinearLR
 
+from helpers import kill_at, logged, proj
 from proj.models.deployable import deployable
 from proj.optim import OptimConfig, parse_stages
 from proj.optim.schedulers import WithWarmup, build_schedulers
 
-from conftest import CONFIGS, DEFAULT, QUICK, cli, usage_error
+from conftest import CONFIGS, DEFAULT, QUICK, cli, cli_in, usage_error
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("averaging")]
 
@@ -115,6 +116,22 @@ def test_a_resumed_run_continues_the_average(runs):
     for key in ("state_dict", "current_model_state"):  # the average, and the weights it averages
         for name, value in a[key].items():
             assert torch.allclose(b[key][name].double(), value.double(), rtol=1e-5, atol=1e-6), (key, name)
+
+
+def test_a_run_preempted_in_the_first_averaged_epoch_resumes_bitwise(runs, tmp_path):
+    """SIGTERM after the first batch of epoch 1 (SWA's first, EMA's second), then --resume: Lightning calls no
+    on_train_epoch_start for the resumed epoch, where SWA starts its annealing (it once began an epoch late, the lr
+    held at 3.9e-4). The lr at every step, and the weights, raw and averaged, are the uninterrupted run's."""
+    kind, workdir, *_ = runs
+    done = proj(tmp_path, "fit", *fit_args(kind), "--test_after_fit=false", kill_at(epoch=1, batch=1, signal="SIGTERM"))
+    assert done.returncode == 143, done.stderr[-3000:]
+    cli_in(tmp_path, "fit", "--resume", "logs/default/version_0")
+    run, whole = tmp_path / "logs/default/version_0", workdir / "logs/default/version_0"
+    for tag in ("lr/default", "lr/default/no_decay"):  # under one tag, from every epoch's first step on
+        assert logged(run, tag) == logged(whole, tag) and {0, 3, 6} <= logged(whole, tag).keys(), tag
+    a, b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (whole, run))
+    for key in ("state_dict", "current_model_state"):
+        assert a[key].keys() == b[key].keys() and all(torch.equal(a[key][n], b[key][n]) for n in a[key]), key
 
 
 @pytest.mark.parametrize(

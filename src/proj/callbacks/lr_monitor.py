@@ -23,7 +23,7 @@ from proj.compat import logs_this_step
 
 class EveryStepLearningRateMonitor(LearningRateMonitor):
     """Lightning's LearningRateMonitor (same tags: `lr/<group>` for the template's schedulers), except that step
-    schedules are logged at every optimizer step. Epoch schedules are logged at the start of each epoch."""
+    schedules are logged at every optimizer step. Epoch schedules are logged at the first batch of each epoch."""
 
     def __init__(self, logging_interval: str | None = None, log_momentum: bool = False, log_weight_decay: bool = False):
         super().__init__(logging_interval, log_momentum, log_weight_decay)
@@ -32,20 +32,18 @@ class EveryStepLearningRateMonitor(LearningRateMonitor):
         self.watched: tuple[int, ...] = ()  # the scheduler configs the tags were found for (stages replace them)
         self.tags: dict[str, list[tuple[str, dict[str, Any]]]] = {"step": [], "epoch": []}
 
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        if not trainer.is_global_zero or self.logging_interval == "epoch":
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if not trainer.is_global_zero:
             return
+        # Epoch schedules at the epoch's first batch rather than in on_train_epoch_start, which runs before the
+        # hooks that replace a schedule there (SWA's SWALR, a stage switch): the lr the epoch trains with.
+        if batch_idx == 0 and self.logging_interval != "step" and (values := self.read(trainer, "epoch")):
+            log_steps(trainer, {trainer.global_step: values})
         step = trainer.global_step
-        if step != self.last_step:  # under gradient accumulation, the first batch of each optimizer step
+        if self.logging_interval != "epoch" and step != self.last_step:  # (under accumulation: once per step)
             self.last_step, self.pending[step] = step, self.read(trainer, "step")
         if logs_this_step(trainer):
             self.flush(trainer)
-
-    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.is_global_zero and self.logging_interval != "step":
-            values = self.read(trainer, "epoch")
-            if values:
-                log_steps(trainer, {trainer.global_step: values})
 
     def on_train_epoch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         self.flush(trainer)

@@ -94,6 +94,7 @@ class SWA(StochasticWeightAveraging):
         self.batch_norms: list[nn.Module] = []
         self.loaded_average: dict[str, Any] | None = None
         self.swapped = False
+        self.schedule_name: str | None = None
 
     @staticmethod
     def pl_module_contains_batch_norm(pl_module: L.LightningModule) -> bool:
@@ -115,6 +116,8 @@ class SWA(StochasticWeightAveraging):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         check_same_layers(self._average_model, pl_module, "SWA")
         refuse_two_schedulers(trainer, pl_module)
+        # The stage's schedule name (its lr tag), before Lightning drops the schedule of a run resumed in SWA.
+        self.schedule_name = next((c.name for c in trainer.lr_scheduler_configs), None)
         super().on_fit_start(trainer, pl_module)
         if trainer.max_epochs is not None and self._swa_epoch_start > trainer.max_epochs > 0:
             raise ValueError(
@@ -135,9 +138,17 @@ class SWA(StochasticWeightAveraging):
         with warnings.catch_warnings():  # a per-step schedule is replaced by SWALR all the same: nothing to fix
             warnings.filterwarnings("ignore", message="SWA is currently only supported every epoch")
             super().on_train_epoch_start(trainer, pl_module)
+        if trainer.lr_scheduler_configs and trainer.lr_scheduler_configs[0].scheduler is self._swa_scheduler:
+            trainer.lr_scheduler_configs[0].name = self.schedule_name  # the lr curve goes on under its tag
         if self._latest_update_epoch != before:  # the average moved: its statistics start again at this epoch
             for module in self.batch_norms:
                 module.reset_running_stats()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Resumed inside an epoch, Lightning calls no on_train_epoch_start for it: SWALR (with its saved state) has
+        # to take over here, else the resumed epoch follows the stage's schedule and the annealing ends late.
+        if trainer.fit_loop.restarted_mid_epoch or trainer.fit_loop.restarted_on_epoch_end:
+            self.on_train_epoch_start(trainer, pl_module)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
