@@ -76,6 +76,16 @@ def test_rerunning_continues_the_study_and_a_killed_trial_is_retried(in_tmp):
     assert sum(t.state.name == "COMPLETE" for t in trials) == 3
 
 
+def test_continuing_a_study_draws_new_parameters_and_a_new_study_repeats_the_first(in_tmp):
+    """The same command twice continues one study: its trials 2 and 3 once had exactly the parameters of trials 0
+    and 1 (the sampler was seeded alike in every run). Another study with the same seed draws the first ones."""
+    fast = ["--tune.n_trials=2", "--tune.pruner=none", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
+    tune(*fast)
+    continued = [t.params for t in tune(*fast).trials]
+    assert len(continued) == 4 and len({tuple(sorted(p.items())) for p in continued}) == 4, continued
+    assert [t.params for t in tune(*fast, "--tune.study_name=again").trials] == continued[:2]
+
+
 def test_two_processes_share_one_study(in_tmp):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
     args = ["tune", "--config", DEFAULT, "--config", SEARCH, *SHORT, "--tune.n_trials=2", "--tune.pruner=none"]
@@ -84,6 +94,7 @@ def test_two_processes_share_one_study(in_tmp):
     trials = study().trials
     assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
     assert len({t.user_attrs["pid"] for t in trials}) == 2  # both processes contributed
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4  # each trial its own point (once alike)
 
 
 def test_pruning_stops_some_trials_early(in_tmp):

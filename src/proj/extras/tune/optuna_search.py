@@ -14,12 +14,15 @@ import csv
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import sqlalchemy
 from lightning.pytorch.callbacks import Callback
+from optuna.trial import FrozenTrial
 from optuna_integration import PyTorchLightningPruningCallback
 
 try:  # optuna >= 4.9 renamed it
@@ -114,12 +117,13 @@ def create_study(search: SearchConfig) -> optuna.Study:
     url = search.storage or f"sqlite:///{search.study_dir / 'study.db'}"
     storage = rdb_storage(url, search.heartbeat_interval)
     samplers = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=search.seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=search.seed),
+        "tpe": lambda: SeededPerTrial(lambda seed: optuna.samplers.TPESampler(seed=seed), search.seed),
+        "random": lambda: SeededPerTrial(lambda seed: optuna.samplers.RandomSampler(seed=seed), search.seed),
+        # One seed for the grid: it orders the grid by it, and each trial takes a point no trial has taken yet.
         "grid": lambda: optuna.samplers.GridSampler(
             {p.key: optuna_choices(p.grid_values()) for p in search.space.values()}, seed=search.seed
         ),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=search.seed),
+        "cmaes": lambda: SeededPerTrial(lambda seed: optuna.samplers.CmaEsSampler(seed=seed), search.seed),
     }
     pruners = {
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
@@ -134,6 +138,35 @@ def create_study(search: SearchConfig) -> optuna.Study:
         direction=search.direction,
         load_if_exists=True,
     )
+
+
+class SeededPerTrial(optuna.samplers.BaseSampler):
+    """The sampler made afresh for each trial, seeded with tune.seed and the trial's number.
+
+    Seeded once per process, a sampler draws the same points in every process: a study continued by running the
+    command again repeated its first trials, and two processes sharing a study sampled alike. A trial's number
+    is unique in its study (the storage hands it out), so each trial draws its own points, and a new study with
+    the same seed draws the same ones. Optuna's samplers keep their state in the study, besides their random
+    generator, so a fresh one per trial loses nothing."""
+
+    def __init__(self, make: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self.make, self.seed, self.sampler = make, seed, make(seed)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.sampler = self.make(int(np.random.SeedSequence([self.seed, trial.number]).generate_state(1)[0]))
+        self.sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self.sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict:
+        return self.sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, name: str, distribution: Any) -> Any:
+        return self.sampler.sample_independent(study, trial, name, distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: Any, values: Any) -> None:
+        self.sampler.after_trial(study, trial, state, values)
 
 
 def rdb_storage(url: str, heartbeat_interval: int, attempts: int = 5) -> optuna.storages.RDBStorage:
