@@ -4,6 +4,7 @@ augmented run that the kill, preemption and fault-injection checks interrupt."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,13 @@ RUN = [
     "--test_after_fit=false",
 ]
 RUN_DIR = Path("logs/digits_augmented/version_0")
+
+
+def free_port() -> int:
+    """A port nothing listens on, for a server a test starts (or one that must not answer)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def kill_at(epoch: int, batch: int, signal: str) -> str:

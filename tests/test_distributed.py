@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from proj.data.sampling import ClassBalancedSampler
 from proj.models import Classifier
 
 from conftest import CONFIGS, DEFAULT, ROOT
+from helpers import free_port
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -117,12 +117,6 @@ def test_ddp_sigterm_mid_epoch_exits_non_zero_and_resumes_bitwise(tmp_path):
     run(stopped, "fit", "--resume", str(last.parent.parent), "--trainer.devices=2")
     a, b = (torch.load(d / last, weights_only=True)["state_dict"] for d in (straight, stopped))
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(cwd: Path, node_rank: int, port: int) -> subprocess.Popen:

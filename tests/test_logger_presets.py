@@ -4,10 +4,10 @@ import csv
 
 import pytest
 
-from helpers import RUN, RUN_DIR, proj
 from test_default_run import reference_lrs
 
 from conftest import CONFIGS
+from helpers import RUN, RUN_DIR, proj
 
 pytestmark = pytest.mark.xdist_group("csv_run")  # the session's CSV run, trained by one worker
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from helpers import ROOT, RUN, RUN_DIR, kill_at, logged, proj
 from proj.data.device import DeviceBatches
 from proj.data.sampling import EpochShuffle, ResumableLoader
 
 from conftest import cli_in
+from helpers import ROOT, RUN, RUN_DIR, kill_at, logged, proj
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("preemption")]  # its module fixture is built once
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import RUN, RUN_DIR, kill_at, proj
 from proj.callbacks.checkpointing import save_last_atomically
 from proj.models import Classifier
 
 from conftest import DEFAULT, QUICK, cli
+from helpers import RUN, RUN_DIR, kill_at, proj
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]  # its module fixture is built once
 

@@ -12,12 +12,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.optim.lr_scheduler import LinearLR
 
-from helpers import kill_at, logged, proj
 from proj.models.deployable import deployable
 from proj.optim import OptimConfig, parse_stages
 from proj.optim.schedulers import WithWarmup, build_schedulers
 
 from conftest import CONFIGS, DEFAULT, QUICK, cli, cli_in, usage_error
+from helpers import kill_at, logged, proj
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("averaging")]
 

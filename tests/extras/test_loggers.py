@@ -1,12 +1,17 @@
 """The loggers extra: MLflow and W&B runs in the template's run directory, read back from what they wrote."""
 
+import contextlib
+import http.server
 import importlib.util
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import COMPARED_HPARAMS, CONFIGS, DEFAULT, QUICK, cli_in
+from conftest import COMPARED_HPARAMS, CONFIGS, DEFAULT, QUICK, cli_in, usage_error
+from helpers import free_port
 
 pytestmark = pytest.mark.xdist_group("loggers")
 VIEWS = importlib.util.find_spec("proj.extras.tensorboard_views") is not None  # the figures and HPARAMS
@@ -48,3 +53,54 @@ def test_mlflow_preset_store_holds_metrics_params_config_and_figures(mlflow_run)
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
     for tag in ("val/confusion_matrix", "train/augmented_samples"):  # MLflow names the files after the key
         assert any(tag.replace("/", "~") + "+step" in path for path in images), images
+
+
+@contextlib.contextmanager
+def not_mlflow() -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 that answers 404 to everything (a TensorBoard, say, given as the MLflow server)."""
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+STORES = {  # a tracking_uri MLflow cannot use: (how to make it in the working directory, what the error names)
+    "folder_is_a_file": (lambda: Path("afile").touch() or "sqlite:///afile/mlflow.db", "afile is a file, not a folder"),
+    "cannot_be_created": (lambda: "sqlite:////proc/proj/mlflow.db", "No such file or directory"),
+    "a_folder": (lambda: Path("logs").mkdir() or "sqlite:///logs", "Is a directory"),
+    "not_a_database": (
+        lambda: Path("t.csv").write_text("a,b\n") and "sqlite:///t.csv",
+        "t.csv is not an SQLite database",
+    ),
+    "two_slashes": (lambda: "sqlite://logs/mlflow.db", "a file takes three slashes"),
+    "no_server": (lambda: f"http://127.0.0.1:{free_port()}", "no MLflow server answers"),
+}
+
+
+@pytest.mark.parametrize("case", STORES)
+def test_a_store_mlflow_cannot_use_is_refused_at_once_naming_the_uri(case, in_tmp, capsys):
+    """MLflow retried such a store for two minutes, then printed a garbled Union error (or a traceback)."""
+    pytest.importorskip("mlflow")
+    make, reason = STORES[case]
+    uri = make()
+    line = usage_error(capsys, "fit", "--config", DEFAULT, "--config", str(CONFIGS / "logger" / "mlflow.yaml"),
+                       f"--trainer.logger.init_args.tracking_uri={uri}", *QUICK)  # fmt: skip
+    assert "trainer.logger" in line and "tracking_uri" in line and reason in line, line
+    assert "Expected a" not in line and "sqlite:///" in line, line  # no leftovers of the Union; the fix named
+    assert not Path("logs", "default").exists()  # refused before a run directory was made
+
+
+def test_a_server_that_is_not_mlflow_is_refused(in_tmp, capsys):
+    pytest.importorskip("mlflow")
+    with not_mlflow() as uri:
+        line = usage_error(capsys, "fit", "--config", DEFAULT, "--config", str(CONFIGS / "logger" / "mlflow.yaml"),
+                           f"--trainer.logger.init_args.tracking_uri={uri}", *QUICK)  # fmt: skip
+    assert f"tracking_uri={uri}" in line and "not an MLflow server" in line, line

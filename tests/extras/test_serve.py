@@ -29,6 +29,7 @@ import pytest
 from proj.cli.registry import commands
 
 from conftest import CONFIGS, DEFAULT, cli_in, help_text, usage_error
+from helpers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serve")]
 
@@ -57,12 +58,6 @@ def train(workdir: Path, *configs: str) -> tuple[Path, str]:
 def read_predictions(run: Path) -> list[dict[str, str]]:
     with open(run / "predict" / "predictions.csv") as f:
         return list(csv.DictReader(f))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(target: Path, *options: str) -> tuple[subprocess.Popen, str]:

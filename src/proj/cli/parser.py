@@ -78,7 +78,7 @@ def construction_error(err: BaseException) -> str:
     linked = re.search(r"Call to compute_fn of link '.*?' with args .*? failed: (.*)", message, re.S)
     if linked:
         return " ".join(linked.group(1).split())
-    inner = re.search(r"Errors:\s*- (.*?)(?:\n\s*- Expected a <class 'NoneType'>|\nGiven value type:|$)", message, re.S)
+    inner = re.search(r"Errors:\s*- (.*?)(?:\n\s*- Expected a |\nGiven value type:|$)", message, re.S)
     message = " ".join((inner.group(1) if inner else message).split()) or type(err).__name__
     message = message.split(" - Not a valid subclass")[0]  # jsonargparse's list of what a class_path may be
     key = built_key(err)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 
-RUN_DIR_TAG = "proj.run_dir"  # the MLflow tag that ties an MLflow run to its run directory
+from proj.extras.loggers.mlflow_store import RUN_DIR_TAG, absolute_sqlite, check_store, find_run
 
 
 def next_version(root: Path) -> int:
@@ -75,6 +75,7 @@ class MLFlowRunLogger(RunDirectory, MLFlowLogger):
         """artifact_location: where a new experiment keeps its artifacts (default <save_dir>/mlartifacts)."""
         self._set_run_directory(save_dir, name, version)
         tracking_uri = absolute_sqlite(tracking_uri)
+        check_store(tracking_uri)
         run_dir = Path(self.log_dir).resolve()
         # An existing directory (resumed, or <run>/test): continue the MLflow run of it or of its parent.
         run_id = find_run(tracking_uri, run_dir, run_dir.parent) if version is not None else None
@@ -90,28 +91,6 @@ class MLFlowRunLogger(RunDirectory, MLFlowLogger):
             synchronous=synchronous,
         )
         self.prefix = prefix
-
-
-def absolute_sqlite(uri: str | None) -> str | None:
-    """sqlite:///logs/mlflow.db -> sqlite:////<the working directory>/logs/mlflow.db. MLflow keeps one store per
-    URI string for the whole process: a relative one would stay the database of the first working directory it
-    was opened in (a second run from another folder, in the same process, wrote into the first one's)."""
-    if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
-    return uri
-
-
-def find_run(tracking_uri: str | None, *run_dirs: Path) -> str | None:
-    """The id of the MLflow run tagged with the first of these run directories that has one."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    for run_dir in run_dirs:
-        found = client.search_runs(experiments, f"tags.`{RUN_DIR_TAG}` = '{run_dir}'", max_results=1)
-        if found:
-            return found[0].info.run_id
-    return None
 
 
 class WandbRunLogger(RunDirectory, WandbLogger):
