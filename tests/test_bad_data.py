@@ -48,6 +48,11 @@ def csv(root, text):
     return ["--data=proj.data.CSVDataModule", f"--data.path={root / 't.csv'}", "--data.target=label"]
 
 
+def new_rows(root, text):
+    (root / "new.csv").write_text(text)
+    return f"--data.predict_path={root / 'new.csv'}"
+
+
 MLP = ["--model.init_args.net=proj.nets.MLP"]
 TABLE = "f1,label\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(12))
 
@@ -93,6 +98,26 @@ CASES = [
     ("csv one class", lambda t: [*csv(t, TABLE.replace(",b", ",a")), *MLP], lambda t: "holds 1 class(es) ['a']"),
     ("csv path missing", lambda t: ["--data=proj.data.CSVDataModule", f"--data.path={t}/no.csv", "--data.target=y"],
      lambda t: f"data.path='{t}/no.csv'"),
+    # data.classes, which a run's config.yaml now holds: a file or folder of other classes is refused, naming both
+    ("csv label outside classes", lambda t: [*csv(t, TABLE), "--data.classes=[a]", *MLP],
+     lambda t: "holds ['b'], not in data.classes ['a']"),
+    ("csv classes for a regression", lambda t: [*csv(t, TABLE.replace(",a", ",1").replace(",b", ",2")), *MLP,
+     "--data.classes=[a, b]", "--data.task=regression", "--model=proj.models.Regressor"],
+     lambda t: "data.classes names the labels of a classification"),
+    ("image folders other than classes", lambda t: [*IMAGES, f"--data.root={images(t)}", "--data.classes=[a, c]"],
+     lambda t: "holds the class folders ['a', 'b'], but data.classes is ['a', 'c']"),
+    ("predict without the training data or classes", lambda t: [*IMAGES, f"--data.root={t}/gone",
+     f"--data.predict_root={images(t)}"], lambda t: f"data.root='{t}/gone' is not a directory of class sub-folders"),
+    ("csv classes twice", lambda t: [*csv(t, TABLE), "--data.classes=[a, b, a]", *MLP],
+     lambda t: "data.classes=['a', 'b', 'a'] names ['a'] more than once"),
+    ("image classes twice", lambda t: [*IMAGES, f"--data.root={images(t)}", "--data.classes=[b, a, b]"],
+     lambda t: "names ['b'] more than once"),
+    ("csv predict_path missing", lambda t: [*csv(t, TABLE), *MLP, "--data.predict_path=nowhere.csv"],
+     lambda t: "data.predict_path='nowhere.csv' does not exist"),
+    ("csv predict_path lacks a feature", lambda t: [*csv(t, TABLE), *MLP, new_rows(t, "f2\n1\n")],
+     lambda t: "new.csv lacks the feature column(s) ['f1']"),
+    ("csv predict_path not a number", lambda t: [*csv(t, TABLE), *MLP, new_rows(t, "f1\nabc\n")],
+     lambda t: "new.csv:2: column 'f1' holds 'abc', not a number"),
     ("batch_size zero", lambda t: ["--data.batch_size=0"], lambda t: "data.batch_size=0"),
     ("val_fraction above 1", lambda t: ["--data.val_fraction=1.5"], lambda t: "data.val_fraction=1.5"),
     ("fractions leave no data", lambda t: ["--data.val_fraction=0.5", "--data.test_fraction=0.5"],

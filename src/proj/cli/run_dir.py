@@ -16,7 +16,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ActionConfigFile
+from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch.cli import SaveConfigCallback
 
 from proj.callbacks.checkpointing import run_dir_of_checkpoint
@@ -124,6 +124,20 @@ class SaveRunConfig(SaveConfigCallback):
             if key in config and (config[key] is None or key == "weights_only"):
                 del config[key]
         super().__init__(SavesWithoutValidating(parser), config, *args, **kwargs)
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self.record_what_the_data_found(trainer.datamodule)
+        super().setup(trainer, pl_module, stage)
+
+    def record_what_the_data_found(self, datamodule: Any) -> None:
+        """A data module's `found_init_args()` (what it read from its files: a CSV's columns and classes) replace
+        the config's nulls, so that the run directory alone rebuilds it (see proj.data.CSVDataModule)."""
+        found = getattr(datamodule, "found_init_args", None)
+        if not callable(found) or not isinstance(self.config.get("data"), Namespace):
+            return
+        for key, value in found().items():
+            if f"data.init_args.{key}" in self.config and self.config[f"data.init_args.{key}"] is None:
+                self.config[f"data.init_args.{key}"] = value
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         """A run that fails before its first step leaves no run directory behind (config.yaml was written at setup):

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from proj.data.augment import BatchMix
 from proj.data.device import DeviceBatches
 from proj.data.errors import DataError
+from proj.data.predict_only import PredictOnly
 from proj.data.resampling import check_smote_settings, smote_split, synthetic_ids
 from proj.data.sampling import ClassBalancedSampler, EpochShuffle, ResumableLoader, SamplerMode, run_seed
 from proj.data.splits import check_split_settings, split_indices
@@ -36,7 +37,7 @@ Arrays = tuple[np.ndarray | Tensor, np.ndarray | Tensor]
 RESIDENT_MAX_BYTES = 2**30
 
 
-class ArrayDataModule(TargetsMixin, L.LightningDataModule):
+class ArrayDataModule(PredictOnly, TargetsMixin, L.LightningDataModule):
     """A labelled dataset held as tensors: split once in `setup`, served by DataLoaders.
 
     `task` (classification or regression) is set by the dataset; what follows from it is in `TargetsMixin`.
@@ -153,6 +154,8 @@ class ArrayDataModule(TargetsMixin, L.LightningDataModule):
         )  # fmt: skip
 
     def setup(self, stage: str | None = None) -> None:
+        if self.predicting_only:
+            return self.setup_predict_only(stage)
         if self.splits:  # made once: fit then test in one process reuses the same split and statistics
             return
         x, y = (torch.as_tensor(a) for a in self.load_arrays())
@@ -179,12 +182,19 @@ class ArrayDataModule(TargetsMixin, L.LightningDataModule):
             hp = self.hparams
             self.splits["train"] = smote_split(self.splits["train"], hp.smote_neighbors, hp.split_seed, self.classes)
         self.indices = indices
+        self.add_predict_split(indices["train"], y[:0])
+
+    def add_predict_split(self, train: Tensor, no_labels: Tensor) -> None:
+        """The new samples, if the dataset has some: unlabelled (label -1, or NaN for values, shaped and typed
+        like `no_labels`), preprocessed with the training statistics."""
         new = self.load_predict_arrays()
-        if new is not None:  # unlabelled: label -1 (NaN for values), preprocessed with the training statistics
+        if new is not None:
             px, self.predict_ids = new
-            px = self.preprocess(torch.as_tensor(px), indices["train"])
-            unknown = torch.full((len(px), *y.shape[1:]), -1 if self.is_classification else torch.nan, dtype=y.dtype)
-            self.splits["predict"] = TensorDataset(px, unknown)
+            px = self.preprocess(torch.as_tensor(px), train)
+            fill = -1 if self.is_classification else torch.nan
+            self.splits["predict"] = TensorDataset(
+                px, torch.full((len(px), *no_labels.shape[1:]), fill, dtype=no_labels.dtype)
+            )
 
     def train_labels(self) -> Tensor:
         self.setup()
@@ -251,6 +261,7 @@ class ArrayDataModule(TargetsMixin, L.LightningDataModule):
         return self.loader("test")
 
     def predict_dataloader(self) -> DataLoader:
+        self.check_predict_split()
         return self.loader("predict" if "predict" in self.splits else self.hparams.predict_split)
 
     # --- on the device ---------------------------------------------------------------------------------
@@ -281,6 +292,8 @@ class ArrayDataModule(TargetsMixin, L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Lightning restores this after `setup` has run: rebuild with the statistics the model was trained on.
         self.restored = dict(state_dict)
-        if self.splits:
+        if self.predicting_only:
+            self.setup("predict")
+        elif self.splits:
             self.splits = {}
             self.setup()

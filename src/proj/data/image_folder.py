@@ -15,6 +15,7 @@ from PIL import Image
 
 from proj.data.base import ArrayDataModule
 from proj.data.errors import DataError
+from proj.data.targets import check_class_names
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # PIL's modes of more than 8 bits per pixel: 16-bit PNGs open as "I;16" (or "I", 32-bit integers holding
@@ -30,6 +31,29 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if visible(p) and p.is_file() and p.suffix.lower() in EXTENSIONS)
 
 
+def class_folders(root: Path, classes: list[str] | None) -> list[str]:
+    """The visible sub-folders of root, sorted; or `classes`, which must name them all."""
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and visible(d))
+    if classes is not None and sorted(classes) != found:
+        raise DataError(
+            f"data.root={str(root)!r} holds the class folders {found}, but data.classes is {list(classes)} (a run's "
+            "config.yaml names the classes it was trained on): rename the folders, or set data.classes: null to "
+            "take those found"
+        )
+    return list(classes) if classes is not None else found
+
+
+def check_class_sizes(root: Path, classes: list[str], files: list[tuple[Path, int]]) -> None:
+    counts = np.bincount([label for _, label in files], minlength=len(classes))
+    empty = [name for name, n in zip(classes, counts, strict=True) if n == 0]
+    if len(classes) < 2 or empty:
+        fix = f", without images: {empty}. Add images to them or remove them" if empty else ""
+        raise DataError(
+            f"data.root={str(root)!r} needs two or more class sub-folders with images ({', '.join(EXTENSIONS)}); "
+            f"found classes {classes}{fix}"
+        )
+
+
 class ImageFolderDataModule(ArrayDataModule):
     scale = 1.0 / 255.0
 
@@ -39,30 +63,35 @@ class ImageFolderDataModule(ArrayDataModule):
         image_size: tuple[int, int] = (32, 32),
         grayscale: bool = False,
         predict_root: str | None = None,
+        classes: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        """predict_root: a folder of new images (no class sub-folders) for `predict`."""
+        """predict_root: a folder of new images (no class sub-folders) for `predict`.
+        classes: the class sub-folders, in the order of the model's outputs (null: those found, sorted). A run's
+        config.yaml names them, so that the run predicts `predict_root` without its training folder."""
         self.root = Path(root)
         self.predict_root = Path(predict_root) if predict_root else None
         if len(image_size) != 2 or min(image_size) < 1:
             raise DataError(f"data.image_size={list(image_size)}: give [height, width], both at least 1 pixel")
-        if not self.root.is_dir():
+        check_class_names(classes)
+        if self.root.is_dir():
+            self.classes = class_folders(self.root, classes)
+            self.files = [(p, label) for label, name in enumerate(self.classes) for p in image_files(self.root / name)]
+            check_class_sizes(self.root, self.classes, self.files)
+        elif self.predict_root and classes:  # as a run's config.yaml gives them: see predict_only.py
+            self.predicting_only = f"data.root={str(self.root)!r} is not a directory"
+            self.classes, self.files = list(classes), []
+        else:
             raise DataError(f"data.root={str(self.root)!r} is not a directory of class sub-folders")
-        self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir() and visible(d))
-        self.files = [(p, label) for label, name in enumerate(self.classes) for p in image_files(self.root / name)]
-        counts = np.bincount([label for _, label in self.files], minlength=len(self.classes))
-        empty = [name for name, n in zip(self.classes, counts, strict=True) if n == 0]
-        if len(self.classes) < 2 or empty:
-            raise DataError(
-                f"data.root={str(self.root)!r} needs two or more class sub-folders with images "
-                f"({', '.join(EXTENSIONS)}); found classes {self.classes}"
-                + (f", without images: {empty}. Add images to them or remove them" if empty else "")
-            )
         self.image_size = tuple(image_size)
         self.mode = "L" if grayscale else "RGB"
         self.num_classes = len(self.classes)
         self.input_shape = (1 if grayscale else 3, *self.image_size)
         super().__init__(**kwargs)
+
+    def found_init_args(self) -> dict[str, Any]:
+        """Written into the run's config.yaml: the class folders, in the order of the model's outputs."""
+        return {"classes": self.classes}
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         x = self.read_images([path for path, _ in self.files])

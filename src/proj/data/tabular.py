@@ -9,6 +9,9 @@ training.
 
 For an imbalanced table, `sampler: smote` adds synthetic minority rows to the training split (resampling.py),
 besides the samplers and class weights every data module has.
+
+A run's config.yaml holds the feature columns and classes the CSV was found to have (`found_init_args`), and its
+checkpoints the statistics: `predict` on new rows (`data.predict_path`) needs the run, not the training CSV.
 """
 
 import csv
@@ -23,7 +26,7 @@ from torch import Tensor
 from proj.data.base import ArrayDataModule
 from proj.data.errors import DataError
 from proj.data.splits import check_class_sizes
-from proj.data.targets import Task
+from proj.data.targets import Task, check_class_names
 
 MISSING = {"", "na", "nan", "null", "none", "?"}
 
@@ -34,33 +37,52 @@ class CSVDataModule(ArrayDataModule):
         path: str,
         target: str,
         features: list[str] | None = None,
+        classes: list[str] | None = None,
         impute: Literal["mean", "median"] = "mean",
         predict_path: str | None = None,
         task: Task = "classification",
         **kwargs: Any,
     ) -> None:
-        """predict_path: a CSV of new rows (same feature columns; the target column may be absent).
+        """features: the feature columns, in the model's input order (null: every column but the target).
+        classes: the target's labels, in the order of the model's outputs (null: those found, sorted).
+        predict_path: a CSV of new rows (same feature columns; the target column may be absent).
         task: classification (the target holds labels) or regression (the target holds numbers)."""
         self.path = Path(path)
         self.predict_path = Path(predict_path) if predict_path else None
-        if not self.path.is_file():
-            raise DataError(f"data.path={str(self.path)!r} does not exist: give the path of a CSV file")
         self.impute = impute
         self.task = task
-        self.x, self.y, self.features, classes = read_csv(self.path, target, features, task)
+        check_class_names(classes)
+        if classes is not None and task == "regression":
+            raise DataError("data.classes names the labels of a classification; the task is regression: remove it")
+        if self.path.is_file():
+            self.x, self.y, self.features, classes = read_csv(self.path, target, features, task, classes)
+            if task == "classification":
+                check_class_sizes(self.y, str(self.path), classes)  # here, naming the file, not first in setup
+        elif self.predict_path and features and (classes or task == "regression"):  # as a run's config.yaml
+            self.predicting_only = f"data.path={str(self.path)!r} does not exist"  # see predict_only.py
+            self.features = list(features)
+        else:
+            raise DataError(
+                f"data.path={str(self.path)!r} does not exist: give the path of a CSV file (predicting the rows of "
+                "data.predict_path without it needs data.features and data.classes, as a run's config.yaml has them)"
+            )
         if task == "classification":
             if len(classes) < 2:
                 raise DataError(
                     f"{self.path}: the target column {target!r} holds {len(classes)} class(es) {classes}; a "
                     "classifier needs at least 2 (or set data.task: regression if it holds values)"
                 )
-            check_class_sizes(self.y, str(self.path), classes)  # here, naming the file, not first in setup
             self.classes = classes
             self.num_classes = len(classes)
         else:
             self.target_names = [target]
         self.input_shape = (len(self.features),)
         super().__init__(**kwargs)
+
+    def found_init_args(self) -> dict[str, Any]:
+        """What the CSV was found to hold, written into the run's config.yaml: the run then rebuilds this data
+        module without the CSV, to predict new rows, and a changed CSV cannot reorder its columns or classes."""
+        return {"features": self.features, "classes": self.classes or None}
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return self.x, self.y
@@ -89,9 +111,10 @@ class CSVDataModule(ArrayDataModule):
 
 
 def read_csv(
-    path: Path, target: str, features: list[str] | None, task: Task = "classification"
+    path: Path, target: str, features: list[str] | None, task: Task = "classification", classes: list[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """x (float32, NaN where missing), y (class indices, or float32 values), the features and the classes."""
+    """x (float32, NaN where missing), y (class indices, or float32 values), the features and the classes (those
+    given, in their order, or those found, sorted)."""
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
@@ -117,7 +140,11 @@ def read_csv(
             x[r, j] = parse_number(row[c], path, line, header[c])
     if task == "regression":
         return x, np.array(labels, dtype=np.float32), features, []
-    classes = sorted(set(labels), key=natural_key)
+    found = sorted(set(labels), key=natural_key)
+    unknown = [name for name in found if classes is not None and name not in classes]
+    if unknown:
+        raise DataError(f"{path}: the target column {target!r} holds {unknown}, not in data.classes {classes}")
+    classes = [str(name) for name in classes] if classes is not None else found
     index = {name: i for i, name in enumerate(classes)}
     return x, np.array([index[v] for v in labels], dtype=np.int64), features, classes
 

@@ -25,7 +25,7 @@ class TargetsMixin:
     task: Task = "classification"
     num_classes: int  # classification only
     target_names: list[str] = []  # regression: a name per target column (e.g. ["progression"])
-    # from ArrayDataModule: stats, hparams, setup(), train_labels()
+    # from ArrayDataModule: stats, hparams, setup(), train_labels(), predicting_only and placeholder_targets()
 
     def check_task(self, sampler: str, class_weights: Any, mixup_alpha: float, cutmix_alpha: float) -> None:
         """At construction: a known task, and for regression none of the options that act on classes."""
@@ -86,6 +86,8 @@ class TargetsMixin:
         """Everything the model is told about the targets, in one dict linked into every task module
         (`model.init_args.targets`): the task, and its class names and loss weights, or its target names and
         training statistics. One argument for every task, so one parser link serves them all."""
+        if self.predicting_only:
+            return self.placeholder_targets()
         if self.is_classification:
             return {"task": self.task, "classes": self.classes, "class_weights": self.class_weights}
         stats = self.target_stats
@@ -102,6 +104,13 @@ class TargetsMixin:
         if len(setting) != self.num_classes:
             raise DataError(f"data.class_weights has {len(setting)} values for {self.num_classes} classes")
         return list(setting)
+
+
+def check_class_names(classes: Sequence[str] | None) -> None:
+    """data.classes, when given: each name once (the model's outputs are read by position)."""
+    repeated = sorted({str(c) for c in classes or () if list(map(str, classes)).count(str(c)) > 1})
+    if repeated:
+        raise DataError(f"data.classes={list(classes)} names {repeated} more than once: give each class once")
 
 
 def refuse_class_options(sampler: str, class_weights: Any, mixup_alpha: float, cutmix_alpha: float) -> None:
