@@ -58,6 +58,7 @@ def test_mlflow_preset_store_holds_metrics_params_config_and_figures(mlflow_run)
 @contextlib.contextmanager
 def not_mlflow() -> Iterator[str]:
     """An HTTP server on 127.0.0.1 that answers 404 to everything (a TensorBoard, say, given as the MLflow server)."""
+
     class NotFound(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_error(404)
