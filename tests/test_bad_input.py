@@ -23,6 +23,10 @@ def stages(*items: str) -> str:
     return f"--model.init_args.optim.stages=[{', '.join(items)}]"
 
 
+def no_last(run: Path) -> None:
+    (run / "checkpoints" / "last.ckpt").unlink()
+
+
 def truncated_last(run: Path) -> None:
     last = run / "checkpoints" / "last.ckpt"
     data = last.read_bytes()
@@ -182,6 +186,14 @@ CASES = [
         "model.init_args.net.init_args.widths",
     ),
     ("predict_ckpt_missing", ["predict", "--config={run}/config.yaml", "--ckpt_path={tmp}/gone.ckpt"], "gone.ckpt"),
+    # Lightning's "last" / "best" name this new trainer's checkpoints: once untrained weights into a new version
+    ("predict_last_without_a_run", ["predict", f"--config={DEFAULT}", "--ckpt_path=last"], "predict needs a"),
+    (
+        "test_last_of_a_run_without_one",
+        ["test", "--config={run}/config.yaml", "--ckpt_path=last"],
+        "last.ckpt does not",
+        no_last,
+    ),
     # --init_from (a new run from another run's weights)
     ("init_from_missing", [*FIT, "--init_from={tmp}/missing.ckpt"], "missing.ckpt does not exist"),
     ("init_from_text_file", [*FIT, "--init_from={tmp}/notes.ckpt"], "notes.ckpt is not a readable checkpoint"),

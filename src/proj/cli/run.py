@@ -131,15 +131,19 @@ class ProjCLI(LightningCLI):
     def choose_the_runs_checkpoint(self, config: Any) -> None:
         """validate / test / predict without --ckpt_path would run the config's untrained weights: on a run's
         config.yaml they take that run's best checkpoint (one line says so); on any other config they stop."""
-        if config.get("ckpt_path"):
+        named = config.get("ckpt_path")
+        if named not in (None, "best", "last"):  # a file (Lightning's "best" / "last" mean this new trainer's: none)
             return
         run_dir = run_of_config(config)
         if run_dir is None:
             self.usage_error(
                 f"{self.subcommand} needs a checkpoint: give --ckpt_path <run>/checkpoints/<file>.ckpt, or --config "
-                "<run>/config.yaml to use that run's best checkpoint"
+                f"<run>/config.yaml to use that run's {named or 'best'} checkpoint"
             )
-        config.ckpt_path = str(best_checkpoint(run_dir))
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if named == "last" and not last.is_file():
+            self.usage_error(f"--ckpt_path last: {last} does not exist; give a checkpoint file of the run")
+        config.ckpt_path = str(last if named == "last" else best_checkpoint(run_dir))
         rank_zero_info(f"{self.subcommand}: the run's checkpoint {config.ckpt_path} (--ckpt_path chooses another)")
 
     # --- 3. build data, model, trainer ------------------------------------------------------------------
