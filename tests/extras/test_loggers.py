@@ -56,14 +56,16 @@ def test_mlflow_preset_store_holds_metrics_params_config_and_figures(mlflow_run)
 
 
 @contextlib.contextmanager
-def not_mlflow() -> Iterator[str]:
-    """An HTTP server on 127.0.0.1 that answers 404 to everything (a TensorBoard, say, given as the MLflow server)."""
+def not_mlflow(status: int, body: bytes) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 that answers every GET with `status` and `body` (not as MLflow does)."""
 
-    class NotFound(http.server.BaseHTTPRequestHandler):
+    class Answer(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_error(404)
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(body)
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     try:
@@ -99,9 +101,20 @@ def test_a_store_mlflow_cannot_use_is_refused_at_once_naming_the_uri(case, in_tm
     assert not Path("logs", "default").exists()  # refused before a run directory was made
 
 
-def test_a_server_that_is_not_mlflow_is_refused(in_tmp, capsys):
+NOT_MLFLOW = {  # (status, body, what the line says); each once a traceback at setup, after the model was built
+    "not_found": (404, b"", "answers 404 to MLflow's API"),  # another service on that port (TensorBoard, say)
+    "health_only": (200, b"OK", "not with MLflow's JSON"),  # a server whose every path says OK, as /health does
+    "login": (401, b"<html>log in</html>", "asks for credentials (401): set MLFLOW_TRACKING_USERNAME"),
+}
+
+
+@pytest.mark.parametrize("case", NOT_MLFLOW)
+def test_a_server_that_is_not_mlflow_is_refused(case, in_tmp, capsys, monkeypatch):
     pytest.importorskip("mlflow")
-    with not_mlflow() as uri:
+    status, body, said = NOT_MLFLOW[case]
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with not_mlflow(status, body) as uri:
         line = usage_error(capsys, "fit", "--config", DEFAULT, "--config", str(CONFIGS / "logger" / "mlflow.yaml"),
                            f"--trainer.logger.init_args.tracking_uri={uri}", *QUICK)  # fmt: skip
-    assert f"tracking_uri={uri}" in line and "not an MLflow server" in line, line
+    assert f"tracking_uri={uri}" in line and said in line, line

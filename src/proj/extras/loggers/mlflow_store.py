@@ -3,11 +3,14 @@ searched for the run of a run directory that is resumed."""
 
 from __future__ import annotations
 
+import json
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 RUN_DIR_TAG = "proj.run_dir"  # the MLflow tag that ties an MLflow run to its run directory
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")  # MLflow reads them
 
 
 def absolute_sqlite(uri: str | None) -> str | None:
@@ -15,7 +18,7 @@ def absolute_sqlite(uri: str | None) -> str | None:
     URI string for the whole process: a relative one would stay the database of the first working directory it
     was opened in (a second run from another folder, in the same process, wrote into the first one's)."""
     if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).expanduser().resolve()}"
     return uri
 
 
@@ -56,22 +59,33 @@ def sqlite_problem(path: Path) -> str | None:
 
 
 def refuse_unreachable_server(uri: str | None) -> None:
-    """An MLflow server (http:// or https://) that does not answer at all: asked once, for at most ten seconds."""
-    if not (uri and uri.startswith(("http://", "https://"))):
-        return
+    """An MLflow server (http:// or https://) that does not answer as one: asked once, for at most ten seconds."""
+    if uri and uri.startswith(("http://", "https://")):
+        problem = server_problem(uri.rstrip("/"))
+        if problem:
+            raise ValueError(f"trainer.logger.init_args.tracking_uri={uri}: {problem}")
+
+
+def server_problem(base: str) -> str | None:
+    """Why the server at `base` is no MLflow server this run can log to, or None: MLflow's REST API answers a
+    search for one experiment with JSON (its /health alone is an "OK" many servers give)."""
+    fix = "start one (mlflow server --port <port>), or keep the runs in a file: sqlite:///logs/mlflow.db"
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).close()
-        return
+        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10) as answer:
+            body = answer.read(1_000_000)
     except urllib.error.HTTPError as err:
-        if err.code in (401, 403, 407):
-            return  # a server behind a login or a proxy: MLflow's own requests say more
-        reason = f"something answers {err.code} to /health: not an MLflow server"
+        if err.code not in (401, 403, 407):
+            return f"something answers {err.code} to MLflow's API: not an MLflow server; {fix}"
+        if any(os.environ.get(name) for name in CREDENTIALS):
+            return None  # MLflow sends those; this probe does not
+        return f"the server asks for credentials ({err.code}): set {' and '.join(CREDENTIALS[:2])}, or {CREDENTIALS[2]}"
     except OSError as err:
-        reason = str(getattr(err, "reason", err))
-    raise ValueError(
-        f"trainer.logger.init_args.tracking_uri={uri}: no MLflow server answers ({reason}); start it "
-        "(mlflow server --port <port>), or keep the runs in a file: sqlite:///logs/mlflow.db"
-    )
+        return f"no MLflow server answers ({getattr(err, 'reason', err)}); {fix}"
+    try:
+        json.loads(body)
+    except ValueError:
+        return f"something answers, but not with MLflow's JSON: not an MLflow server; {fix}"
+    return None
 
 
 def find_run(tracking_uri: str | None, *run_dirs: Path) -> str | None:
