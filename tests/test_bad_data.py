@@ -108,6 +108,8 @@ CASES = [
      lambda t: "holds the class folders ['a', 'b'], but data.classes is ['a', 'c']"),
     ("predict without the training data or classes", lambda t: [*IMAGES, f"--data.root={t}/gone",
      f"--data.predict_root={images(t)}"], lambda t: f"data.root='{t}/gone' is not a directory of class sub-folders"),
+    ("csv class without rows", lambda t: [*csv(t, TABLE), "--data.classes=[a, b, z]", *MLP],
+     lambda t: "class 'z' (0 row)"),  # once a model with an output no row trains
     ("csv classes twice", lambda t: [*csv(t, TABLE), "--data.classes=[a, b, a]", *MLP],
      lambda t: "data.classes=['a', 'b', 'a'] names ['a'] more than once"),
     ("image classes twice", lambda t: [*IMAGES, f"--data.root={images(t)}", "--data.classes=[b, a, b]"],

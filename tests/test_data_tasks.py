@@ -175,3 +175,22 @@ def test_cifar_names_its_classes():
     assert CIFAR10DataModule().classes[:3] == ["airplane", "automobile", "bird"]
     names = CIFAR100DataModule().classes
     assert len(names) == len(set(names)) == 100 and names[0] == "apple" and names[-1] == "worm"
+
+
+def test_csv_classes_given_as_numbers_set_the_output_order(tmp_path):
+    """YAML reads `classes: [10, 2, 1]` as numbers; the labels of the file are text. Once a garbled type error."""
+    path = write_csv(tmp_path / "t.csv", [f"{i},{i % 3},{(1, 2, 10)[i % 3]}" for i in range(30)])
+    dm = CSVDataModule(path=str(path), target="y", classes=[10, 2, 1])
+    dm.setup()
+    assert dm.classes == ["10", "2", "1"]
+    x, y = (torch.cat([dm.splits[k].tensors[i] for k in ("train", "val", "test")]) for i in (0, 1))
+    labels = {int(row[0]): dm.classes[int(label)] for row, label in zip(x, y, strict=True)}
+    assert all(labels[i] == str((1, 2, 10)[i % 3]) for i in labels)  # row i's label, read back through the order
+
+
+def test_csv_columns_outside_the_features_are_named_once(tmp_path, caplog):
+    """A run's config.yaml lists its feature columns: a column added to the file since is left out, and said so."""
+    path = write_csv(tmp_path / "t.csv", [f"{i},{i % 3},{'ab'[i % 2]}" for i in range(20)])
+    with caplog.at_level("INFO"):
+        dm = CSVDataModule(path=str(path), target="y", features=["a"])
+    assert dm.input_shape == (1,) and "has columns outside data.features, left out: b" in caplog.text

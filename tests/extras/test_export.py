@@ -109,6 +109,21 @@ def test_model_json_paths_survive_moving_the_run_directory(in_tmp):
     assert scripted(torch.rand(2, 1, 8, 8) * 16).shape == (2, 10)
 
 
+def test_export_of_a_run_without_its_training_data_is_one_line(in_tmp, capsys):
+    """predict runs without the training CSV (the run's config.yaml and checkpoint suffice); export checks its file
+    on the test split, so it needs the data: once a KeyError traceback."""
+    (in_tmp / "t.csv").write_text("f1,f2,label\n" + "".join(f"{i},{i % 3},{'ab'[i % 2]}\n" for i in range(24)))
+    (in_tmp / "new.csv").write_text("f1,f2\n1,2\n")
+    csv = ["--data=proj.data.CSVDataModule", "--data.path=t.csv", "--data.target=label"]
+    cli("fit", "--config", DEFAULT, *QUICK, *csv, "--model.init_args.net=proj.nets.MLP", "--test_after_fit=false")
+    run = in_tmp / "logs" / "default" / "version_0"
+    (in_tmp / "t.csv").unlink()
+    error = usage_error(capsys, "export", "--config", str(run / "config.yaml"), "--data.predict_path=new.csv",
+                        f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")  # fmt: skip
+    assert "data.path='t.csv' does not exist: export checks the exported model on the test split" in error, error
+    assert not (run / "export").exists()
+
+
 @pytest.mark.xdist_group("regression_run")  # shares the session's regression run
 def test_onnx_export_bakes_in_the_target_scaling(diabetes_run, tmp_path, monkeypatch):
     result, run_dir, best = diabetes_run

@@ -15,7 +15,7 @@ from PIL import Image
 
 from proj.data.base import ArrayDataModule
 from proj.data.errors import DataError
-from proj.data.targets import check_class_names
+from proj.data.targets import as_names, check_class_names
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # PIL's modes of more than 8 bits per pixel: 16-bit PNGs open as "I;16" (or "I", 32-bit integers holding
@@ -63,7 +63,7 @@ class ImageFolderDataModule(ArrayDataModule):
         image_size: tuple[int, int] = (32, 32),
         grayscale: bool = False,
         predict_root: str | None = None,
-        classes: list[str] | None = None,
+        classes: list[str | int] | None = None,
         **kwargs: Any,
     ) -> None:
         """predict_root: a folder of new images (no class sub-folders) for `predict`.
@@ -73,6 +73,7 @@ class ImageFolderDataModule(ArrayDataModule):
         self.predict_root = Path(predict_root) if predict_root else None
         if len(image_size) != 2 or min(image_size) < 1:
             raise DataError(f"data.image_size={list(image_size)}: give [height, width], both at least 1 pixel")
+        classes = as_names(classes)
         check_class_names(classes)
         if self.root.is_dir():
             self.classes = class_folders(self.root, classes)

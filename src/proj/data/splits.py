@@ -76,7 +76,10 @@ def check_split_settings(val_fraction: float, test_fraction: float, cv_folds: in
 
 def check_class_sizes(y: np.ndarray, where: str, classes: Sequence[str] = ()) -> None:
     """A stratified split needs two samples of every class: say which class has fewer, before sklearn does."""
-    values, counts = np.unique(y, return_counts=True)
+    if len(classes):  # every class named, those without a row too (data.classes may list one the file lacks)
+        values, counts = np.arange(len(classes)), np.bincount(y, minlength=len(classes))
+    else:
+        values, counts = np.unique(y, return_counts=True)
     small = [(int(v), int(n)) for v, n in zip(values, counts, strict=True) if n < 2]
     if small:
         named = ", ".join(f"{classes[v]!r} ({n} row)" if 0 <= v < len(classes) else f"{v} ({n} row)" for v, n in small)

@@ -21,12 +21,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from proj.data.base import ArrayDataModule
 from proj.data.errors import DataError
 from proj.data.splits import check_class_sizes
-from proj.data.targets import Task, check_class_names
+from proj.data.targets import Task, as_names, check_class_names
 
 MISSING = {"", "na", "nan", "null", "none", "?"}
 
@@ -36,8 +37,8 @@ class CSVDataModule(ArrayDataModule):
         self,
         path: str,
         target: str,
-        features: list[str] | None = None,
-        classes: list[str] | None = None,
+        features: list[str | int] | None = None,
+        classes: list[str | int] | None = None,
         impute: Literal["mean", "median"] = "mean",
         predict_path: str | None = None,
         task: Task = "classification",
@@ -51,6 +52,7 @@ class CSVDataModule(ArrayDataModule):
         self.predict_path = Path(predict_path) if predict_path else None
         self.impute = impute
         self.task = task
+        features, classes = as_names(features), as_names(classes)
         check_class_names(classes)
         if classes is not None and task == "regression":
             raise DataError("data.classes names the labels of a classification; the task is regression: remove it")
@@ -122,6 +124,10 @@ def read_csv(
     header, body = [h.strip() for h in rows[0]], rows[1:]
     if target not in header:
         raise DataError(f"data.target={target!r} is not a column of {path}; columns: {', '.join(header)}")
+    left_out = [h for h in header if h != target and h not in features] if features else []
+    if left_out:  # a run's config.yaml lists its columns: a column added to the file since is not used
+        shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
+        rank_zero_info(f"data: {path} has columns outside data.features, left out: {shown} (null takes them all)")
     features = features or [h for h in header if h != target]
     unknown = [f for f in features if f not in header]
     if unknown:
@@ -143,7 +149,10 @@ def read_csv(
     found = sorted(set(labels), key=natural_key)
     unknown = [name for name in found if classes is not None and name not in classes]
     if unknown:
-        raise DataError(f"{path}: the target column {target!r} holds {unknown}, not in data.classes {classes}")
+        raise DataError(
+            f"{path}: the target column {target!r} holds {unknown}, not in data.classes {classes} (a run's "
+            "config.yaml names the classes it was trained on): set data.classes: null to take those found"
+        )
     classes = [str(name) for name in classes] if classes is not None else found
     index = {name: i for i, name in enumerate(classes)}
     return x, np.array([index[v] for v in labels], dtype=np.int64), features, classes

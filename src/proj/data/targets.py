@@ -106,6 +106,11 @@ class TargetsMixin:
         return list(setting)
 
 
+def as_names(values: Sequence[str | int] | None) -> list[str] | None:
+    """Column or class names as strings: YAML reads `classes: [0, 1]` as numbers, a CSV's header as text."""
+    return None if values is None else [str(v) for v in values]
+
+
 def check_class_names(classes: Sequence[str] | None) -> None:
     """data.classes, when given: each name once (the model's outputs are read by position)."""
     repeated = sorted({str(c) for c in classes or () if list(map(str, classes)).count(str(c)) > 1})

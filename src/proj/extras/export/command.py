@@ -54,6 +54,8 @@ def export_run(
         raise UsageError(f"--ckpt_path {ckpt_path} does not exist")
     fmt, ckpt = format, Path(ckpt_path)
     model, dm = load_trained(cli, str(ckpt))
+    if getattr(dm, "predicting_only", None):  # the training data is gone: no test split to check the export on
+        raise UsageError(f"{dm.predicting_only}: export checks the exported model on the test split of that data")
     module = deployable(model, dm)
     x_test, y_test = (t.numpy() for t in dm.splits["test"].tensors)
     example = torch.from_numpy(x_test[:64])
