@@ -77,7 +77,7 @@ def not_mlflow(status: int, body: bytes) -> Iterator[str]:
 
 STORES = {  # a tracking_uri MLflow cannot use: (how to make it in the working directory, what the error names)
     "folder_is_a_file": (lambda: Path("afile").touch() or "sqlite:///afile/mlflow.db", "afile is a file, not a folder"),
-    "cannot_be_created": (lambda: "sqlite:////proc/proj/mlflow.db", "No such file or directory"),
+    "cannot_be_created": (lambda: "sqlite:////proc/proj/mlflow.db", "cannot use it as the MLflow database"),  # any user
     "a_folder": (lambda: Path("logs").mkdir() or "sqlite:///logs", "Is a directory"),
     "not_a_database": (
         lambda: Path("t.csv").write_text("a,b\n") and "sqlite:///t.csv",
