@@ -41,7 +41,15 @@ from proj.cli.init_from import HELP as INIT_FROM_HELP
 from proj.cli.init_from import apply_init_from
 from proj.cli.output import quiet_lightning, say_where_the_run_went
 from proj.cli.parser import ProjArgumentParser, UsageError, construction_error, exit_with_usage_error
-from proj.cli.run_dir import ResumeRun, SaveRunConfig, best_checkpoint, log_into, run_of_checkpoint, run_of_config
+from proj.cli.run_dir import (
+    LAST,
+    ResumeRun,
+    SaveRunConfig,
+    best_checkpoint,
+    log_into,
+    run_of_checkpoint,
+    run_of_config,
+)
 from proj.data import contract as data_contract
 
 # What every task module learns from the data: each read off the data module and checked by the data contract's
@@ -140,7 +148,7 @@ class ProjCLI(LightningCLI):
                 f"{self.subcommand} needs a checkpoint: give --ckpt_path <run>/checkpoints/<file>.ckpt, or --config "
                 f"<run>/config.yaml to use that run's {named or 'best'} checkpoint"
             )
-        last = run_dir / "checkpoints" / "last.ckpt"
+        last = run_dir / LAST
         if named == "last" and not last.is_file():
             self.usage_error(f"--ckpt_path last: {last} does not exist; give a checkpoint file of the run")
         config.ckpt_path = str(last if named == "last" else best_checkpoint(run_dir))

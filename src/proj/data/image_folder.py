@@ -43,7 +43,8 @@ def class_folders(root: Path, classes: list[str] | None) -> list[str]:
     return list(classes) if classes is not None else found
 
 
-def check_class_sizes(root: Path, classes: list[str], files: list[tuple[Path, int]]) -> None:
+def refuse_empty_classes(root: Path, classes: list[str], files: list[tuple[Path, int]]) -> None:
+    """Two classes or more, each with an image."""
     counts = np.bincount([label for _, label in files], minlength=len(classes))
     empty = [name for name, n in zip(classes, counts, strict=True) if n == 0]
     if len(classes) < 2 or empty:
@@ -78,7 +79,7 @@ class ImageFolderDataModule(ArrayDataModule):
         if self.root.is_dir():
             self.classes = class_folders(self.root, classes)
             self.files = [(p, label) for label, name in enumerate(self.classes) for p in image_files(self.root / name)]
-            check_class_sizes(self.root, self.classes, self.files)
+            refuse_empty_classes(self.root, self.classes, self.files)
         elif self.predict_root and classes:  # as a run's config.yaml gives them: see predict_only.py
             self.predicting_only = f"data.root={str(self.root)!r} is not a directory"
             self.classes, self.files = list(classes), []

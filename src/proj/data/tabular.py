@@ -153,7 +153,7 @@ def read_csv(
             f"{path}: the target column {target!r} holds {unknown}, not in data.classes {classes} (a run's "
             "config.yaml names the classes it was trained on): set data.classes: null to take those found"
         )
-    classes = [str(name) for name in classes] if classes is not None else found
+    classes = found if classes is None else classes
     index = {name: i for i, name in enumerate(classes)}
     return x, np.array([index[v] for v in labels], dtype=np.int64), features, classes
 

@@ -7,6 +7,7 @@ regression: y holds float32 values, (N,) for one target or (N, k) for k; batches
     model to standardise with. The class-based options are refused with the setting to change.
 """
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -113,7 +114,7 @@ def as_names(values: Sequence[str | int] | None) -> list[str] | None:
 
 def check_class_names(classes: Sequence[str] | None) -> None:
     """data.classes, when given: each name once (the model's outputs are read by position)."""
-    repeated = sorted({str(c) for c in classes or () if list(map(str, classes)).count(str(c)) > 1})
+    repeated = sorted(name for name, n in Counter(classes or ()).items() if n > 1)
     if repeated:
         raise DataError(f"data.classes={list(classes)} names {repeated} more than once: give each class once")
 

@@ -128,7 +128,7 @@ class InputSpec:
                 raise BadRequest(f"{where}.{column}", f"{str(number)[:40]!r} is not a finite number")
             self.cast(np.array([number], dtype=np.float64), f"{where}.{column}")  # within the model's dtype
             numbers.append(float(number))
-        return self.cast(np.array(numbers, dtype=np.float64), where)
+        return np.array(numbers, dtype=self.dtype)  # each one fits: cast and checked above
 
 
 def finite_float(number: int | float) -> bool:
