@@ -57,8 +57,26 @@ MLP = ["--model.init_args.net=proj.nets.MLP"]
 TABLE = "f1,label\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(12))
 
 
-def truncate(path):
-    path.write_bytes(path.read_bytes()[:100])
+def truncate(path, keep=100):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
+
+
+def jpegs(root, per_class=100):
+    """Two classes of small JPEGs, and the last one of class b cut in half, as a failed copy leaves it."""
+    noise = np.random.default_rng(0).integers(0, 256, (per_class, 32, 32, 3), dtype=np.uint8)
+    for c, name in enumerate("ab"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(noise[i] // (c + 1)).save(root / name / f"{i:03d}.jpg", quality=90)
+    truncate(root / "b" / f"{per_class - 1:03d}.jpg", keep=0.5)
+    return [*IMAGES, f"--data.root={root}"]
+
+
+def text_named_jpg(root):
+    images(root)
+    (root / "a" / "notes.jpg").write_text("not an image, named like one")
+    return [*IMAGES, f"--data.root={root}", *SPLIT]
 
 
 def empty_class(root):
@@ -81,6 +99,13 @@ CASES = [
     ("image folder empty class", empty_class, lambda t: "without images: ['c']"),
     ("image root missing", lambda t: [*IMAGES, f"--data.root={t / 'nowhere'}"], lambda t: str(t / "nowhere")),
     ("corrupt image", corrupt_image, lambda t: str(t / "b" / "9.png")),
+    ("truncated jpeg among 200", jpegs, lambda t: f"{t / 'b' / '099.jpg'} is a truncated JPEG"),
+    ("text file named .jpg", text_named_jpg, lambda t: f"{t / 'a' / 'notes.jpg'} is not an image"),
+    ("image mean without std", lambda t: [*IMAGES, f"--data.root={images(t)}", "--data.mean=[0.5, 0.5, 0.5]"],
+     lambda t: "data.mean=[0.5, 0.5, 0.5] and data.std=None"),
+    ("sample_augment in memory", lambda t: [*IMAGES, f"--data.root={images(t)}", "--data.in_memory=true",
+     '--data.sample_augment=[{"class_path": "kornia.augmentation.RandomHorizontalFlip"}]'],
+     lambda t: "data.sample_augment"),
     ("predict_root missing", lambda t: [*IMAGES, f"--data.root={images(t)}", *SPLIT, f"--data.predict_root={t}/x"],
      lambda t: f"data.predict_root='{t}/x'"),
     ("cifar rows of the wrong length", lambda t: cifar(t, width=100),

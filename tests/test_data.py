@@ -11,9 +11,12 @@ from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.utils.class_weight import compute_class_weight
+from torch.utils.data import TensorDataset
 
 from proj.data import CIFAR10DataModule, CSVDataModule, DataError, DigitsDataModule, ImageFolderDataModule
 from proj.data.augment import BatchMix, cutmix
+from proj.data.image_files import ImageFiles
+from proj.data.loaders import split_tensors
 from proj.data.sampling import ClassBalancedSampler
 
 
@@ -286,13 +289,46 @@ def write_images(root, per_class=4, size=(10, 12)):
             Image.new("RGB", size, colour).save(root / f"class_{c}" / f"{i}.png")
 
 
-def test_image_folder_reads_resizes_and_labels_by_folder(tmp_path):
+def test_image_folder_reads_resizes_and_labels_by_folder_lazily_or_in_memory_alike(tmp_path):
     write_images(tmp_path)
-    dm = ImageFolderDataModule(root=str(tmp_path), image_size=(8, 8), val_fraction=0.25, test_fraction=0.25)
-    assert dm.num_classes == 2 and dm.input_shape == (3, 8, 8) and dm.classes == ["class_0", "class_1"]
-    x, y = dm.load_arrays()
-    assert x.shape == (8, 3, 8, 8)
-    assert (x[y == 0][:, 0] == 255).all() and (x[y == 1][:, 2] == 255).all()  # red class 0, blue class 1
+    folders = {
+        in_memory: ImageFolderDataModule(
+            root=str(tmp_path), image_size=(8, 8), val_fraction=0.25, test_fraction=0.25, in_memory=in_memory
+        )
+        for in_memory in (False, True)
+    }
+    for dm in folders.values():
+        dm.setup()
+    lazy, held = folders.values()
+    assert lazy.num_classes == 2 and lazy.input_shape == (3, 8, 8) and lazy.classes == ["class_0", "class_1"]
+    assert isinstance(lazy.splits["train"], ImageFiles) and isinstance(held.splits["train"], TensorDataset)
+    for split in ("train", "val", "test"):
+        (x, y), (held_x, held_y) = split_tensors(lazy.splits[split]), split_tensors(held.splits[split])
+        assert x.dtype == torch.uint8 and x.shape == (len(y), 3, 8, 8)
+        assert torch.equal(x, held_x) and torch.equal(y, held_y)  # the same samples, split the same way
+        assert (x[y == 0][:, 0] == 255).all() and (x[y == 1][:, 2] == 255).all()  # red class 0, blue class 1
+    assert lazy.stats["mean"] == pytest.approx(held.stats["mean"]) and lazy.stats["input"] == held.stats["input"]
+
+
+def test_a_file_found_broken_in_training_is_skipped_counted_and_listed_with_the_run(tmp_path, monkeypatch, capsys):
+    from conftest import DEFAULT, QUICK, cli, usage_error
+
+    write_images(tmp_path / "images", per_class=6)
+    bad = tmp_path / "images" / "class_1" / "half.png"
+    Image.new("RGB", (10, 12), (0, 0, 255)).save(bad)
+    bad.write_bytes(bad.read_bytes()[:-30])  # no IEND: check_files would name it; with the check off, training meets it
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", DEFAULT, *QUICK, "--trainer.max_epochs=1", "--data=proj.data.ImageFolderDataModule",
+            "--data.root=images", "--data.image_size=[8, 8]", "--data.val_fraction=0.25", "--data.test_fraction=0.25",
+            "--data.check_files=false"]  # fmt: skip
+    assert "images/class_1/half.png cannot be read" in usage_error(capsys, *args)  # on_bad_file: fail, the default
+    with pytest.warns(UserWarning, match="1 unreadable file"):
+        cli(*args, "--data.on_bad_file=skip")  # version_0: the failed run above left no run directory
+    run = tmp_path / "logs" / "default" / "version_0"
+    assert {line.split("\t")[0] for line in (run / "skipped_files.txt").read_text().splitlines()} == {
+        "images/class_1/half.png"
+    }
+    assert (run / "checkpoints" / "last.ckpt").is_file()  # the other images trained
 
 
 def test_a_16_bit_grayscale_png_keeps_its_tones(tmp_path):
@@ -330,7 +366,7 @@ def test_a_corrupt_image_is_reported_by_path_before_training(tmp_path, monkeypat
         "--config", DEFAULT, *QUICK, "--data=proj.data.ImageFolderDataModule", f"--data.root={tmp_path}",
         "--data.image_size=[8, 8]", "--data.val_fraction=0.25", "--data.test_fraction=0.25", run=False,
     )  # fmt: skip
-    with pytest.raises(DataError, match="1 image file") as err:
+    with pytest.raises(DataError, match="is not an image") as err:
         result.trainer.fit(result.model, datamodule=result.datamodule)
     assert str(bad) in str(err.value)
     assert result.trainer.global_step == 0

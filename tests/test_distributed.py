@@ -66,25 +66,44 @@ def one_run_dir(cwd: Path) -> Path:
     return runs[0]
 
 
-@pytest.mark.parametrize(
-    ("resident", "sampler"),
-    [("true", "DeviceBatches"), ("false", "DistributedSamplerWrapper")],
-    ids=["device", "loader"],
-)
-def test_ddp_on_two_cpu_processes(tmp_path, resident, sampler):
+def digits_as_png_folder(root: Path, count: int = 1000) -> Path:
+    """The first `count` bundled digits as 8x8 grayscale PNGs, one folder per class: 700 training images."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for i, (pixels, label) in enumerate(zip(digits.images[:count], digits.target[:count], strict=True)):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((pixels * 15).astype("uint8")).save(root / str(label) / f"{i}.png")
+    return root
+
+
+def test_ddp_device_resident_batches_share_one_resampled_epoch(tmp_path):
     flags = ["--trainer.strategy=ddp", "--trainer.devices=2", "--data.init_args.sampler=oversample"]
-    run(tmp_path, *ARGS, *flags, f"--data.init_args.device_resident={resident}")
+    run(tmp_path, *ARGS, *flags, "--data.init_args.device_resident=true")
     run_dir = one_run_dir(tmp_path)
     first, second = records(tmp_path)
     assert first["world_size"] == second["world_size"] == 2
-    # Each rank draws its own half of the oversampled epoch: the device-resident batches shard it themselves,
-    # on the DataLoader path Lightning wraps the resampling sampler.
-    assert first["sampler"] == sampler
+    # Each rank draws its own half of the oversampled epoch: the device-resident batches shard it themselves.
+    assert first["sampler"] == "DeviceBatches"
     assert len(first["share"]) == len(second["share"])
     epoch = list(ClassBalancedSampler(DigitsDataModule().train_labels(), "oversample", seed=0))
     assert sorted(first["share"] + second["share"]) == sorted(epoch)  # together: exactly one resampled epoch
     assert first["share"] != second["share"]
     assert single_process_test_accuracy(run_dir / "checkpoints" / "last.ckpt") > 0.5  # chance is 0.1
+
+
+def test_ddp_on_a_lazy_image_folder_reads_every_training_image_once_across_the_ranks(tmp_path):
+    root = digits_as_png_folder(tmp_path / "digits")
+    folder = ["--data=proj.data.ImageFolderDataModule", f"--data.root={root}", "--data.image_size=[8, 8]",
+              "--data.grayscale=true", "--data.num_workers=1"]  # fmt: skip
+    run(tmp_path, *ARGS, "--trainer.strategy=ddp", "--trainer.devices=2", *folder)
+    run_dir = one_run_dir(tmp_path)
+    first, second = records(tmp_path)
+    assert first["sampler"] == "DistributedSamplerWrapper"  # Lightning shards the loader's epoch order
+    assert len(first["share"]) == len(second["share"]) == 350
+    assert sorted(first["share"] + second["share"]) == list(range(700))  # each of the 700 images once
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3
 
 
 def test_fsdp2_shards_parameters_and_reloads_in_one_process(tmp_path):

@@ -19,25 +19,24 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from proj.data.augment import BatchMix
-from proj.data.device import DeviceBatches
 from proj.data.errors import DataError
+from proj.data.image_files import ImageFiles
+from proj.data.loaders import Loaders, split_labels
 from proj.data.predict_only import PredictOnly
 from proj.data.resampling import check_smote_settings, smote_split, synthetic_ids
-from proj.data.sampling import ClassBalancedSampler, EpochShuffle, ResumableLoader, SamplerMode, run_seed
+from proj.data.sampling import SamplerMode
 from proj.data.splits import check_split_settings, split_indices
 from proj.data.standardization import channel_stats, standardize
 from proj.data.targets import TargetsMixin, target_stats
 
-Arrays = tuple[np.ndarray | Tensor, np.ndarray | Tensor]
-# device_resident "auto": the largest training split moved whole to the device. Drawing batches by index there
-# skips the DataLoader's per-sample indexing and collation (benchmarks/data_path.py measures the two paths).
-RESIDENT_MAX_BYTES = 2**30
+# x: the samples as an array, or as files read when asked (an image folder's lazy path)
+Arrays = tuple[np.ndarray | Tensor | ImageFiles, np.ndarray | Tensor]
 
 
-class ArrayDataModule(PredictOnly, TargetsMixin, L.LightningDataModule):
+class ArrayDataModule(Loaders, PredictOnly, TargetsMixin, L.LightningDataModule):
     """A labelled dataset held as tensors: split once in `setup`, served by DataLoaders.
 
     `task` (classification or regression) is set by the dataset; what follows from it is in `TargetsMixin`.
@@ -104,7 +103,7 @@ class ArrayDataModule(PredictOnly, TargetsMixin, L.LightningDataModule):
         self.batch_size = batch_size
         self.augment = nn.Sequential(*augment) if augment else None
         self.mix = BatchMix(self.num_classes if self.is_classification else 0, mixup_alpha, cutmix_alpha, mix_prob)
-        self.splits: dict[str, TensorDataset] = {}
+        self.splits: dict[str, Dataset] = {}
         # Statistics fitted on the training split; saved in checkpoints (state_dict) so that test / predict /
         # export use the values the model was trained with.
         self.stats: dict[str, Any] = {}
@@ -158,7 +157,8 @@ class ArrayDataModule(PredictOnly, TargetsMixin, L.LightningDataModule):
             return self.setup_predict_only(stage)
         if self.splits:  # made once: fit then test in one process reuses the same split and statistics
             return
-        x, y = (torch.as_tensor(a) for a in self.load_arrays())
+        x, y = self.load_arrays()
+        x, y = (x if isinstance(x, ImageFiles) else torch.as_tensor(x)), torch.as_tensor(y)
         test = self.load_test_arrays()
         fixed_test = 0
         if test is not None:
@@ -169,7 +169,7 @@ class ArrayDataModule(PredictOnly, TargetsMixin, L.LightningDataModule):
         self.stats = dict(self.restored)  # restored from a checkpoint, or fitted below on the training split
         x = self.preprocess(x, indices["train"])
         if self.hparams.standardize and "mean" not in self.stats:
-            self.stats["mean"], self.stats["std"] = channel_stats(x[indices["train"]], self.scale)
+            self.stats["mean"], self.stats["std"] = self.channel_stats(x, indices["train"])
         if not self.is_classification and "target_mean" not in self.stats:
             self.stats["target_mean"], self.stats["target_std"] = target_stats(y[indices["train"]])
         # What a deployed model needs of the data besides the statistics, saved with them in every checkpoint: a
@@ -177,12 +177,20 @@ class ArrayDataModule(PredictOnly, TargetsMixin, L.LightningDataModule):
         self.stats["input"] = {"dtype": str(x.dtype).removeprefix("torch."), "scale": self.scale}
         if getattr(self, "features", None):
             self.stats["input"]["features"] = list(self.features)
-        self.splits = {name: TensorDataset(x[idx], y[idx]) for name, idx in indices.items()}
+        self.splits = {name: self.make_split(x, y, idx, name == "train") for name, idx in indices.items()}
         if self.hparams.sampler == "smote":  # after the statistics: they describe the real training rows only
             hp = self.hparams
             self.splits["train"] = smote_split(self.splits["train"], hp.smote_neighbors, hp.split_seed, self.classes)
         self.indices = indices
         self.add_predict_split(indices["train"], y[:0])
+
+    def make_split(self, x: Tensor | ImageFiles, y: Tensor, idx: Tensor, train: bool) -> Dataset:
+        """The samples at idx: a TensorDataset in memory, or files read when asked."""
+        return x.subset(idx, train) if isinstance(x, ImageFiles) else TensorDataset(x[idx], y[idx])
+
+    def channel_stats(self, x: Tensor | ImageFiles, train: Tensor) -> tuple[list[float], list[float]]:
+        """Mean and std per channel of the training split (files: of a seeded sample of it, see image_folder)."""
+        return channel_stats(x[train], self.scale)
 
     def add_predict_split(self, train: Tensor, no_labels: Tensor) -> None:
         """The new samples, if the dataset has some: unlabelled (label -1, or NaN for values, shaped and typed
@@ -190,79 +198,16 @@ class ArrayDataModule(PredictOnly, TargetsMixin, L.LightningDataModule):
         new = self.load_predict_arrays()
         if new is not None:
             px, self.predict_ids = new
-            px = self.preprocess(torch.as_tensor(px), train)
             fill = -1 if self.is_classification else torch.nan
-            self.splits["predict"] = TensorDataset(
-                px, torch.full((len(px), *no_labels.shape[1:]), fill, dtype=no_labels.dtype)
-            )
+            labels = torch.full((len(px), *no_labels.shape[1:]), fill, dtype=no_labels.dtype)
+            if isinstance(px, ImageFiles):
+                self.splits["predict"] = px.with_labels(labels)
+            else:
+                self.splits["predict"] = TensorDataset(self.preprocess(torch.as_tensor(px), train), labels)
 
     def train_labels(self) -> Tensor:
         self.setup()
-        return self.splits["train"].tensors[1]
-
-    # --- loaders ---------------------------------------------------------------------------------------
-
-    def loader(self, split: str, shuffle: bool = False, sampler: Any = None) -> DataLoader:
-        hp = self.hparams
-        return DataLoader(
-            self.splits[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            num_workers=hp.num_workers,
-            pin_memory=hp.pin_memory,
-            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader | DeviceBatches:
-        mode, seed = self.hparams.sampler, self.hparams.split_seed
-        # smote: the split itself is balanced (setup), and is shuffled like an unresampled one
-        sampler = None if mode in ("none", "smote") else ClassBalancedSampler(self.train_labels(), mode, seed)
-        self.prepared = False
-        if self.trainer is not None and self.resident():
-            return self.device_batches(sampler)
-        # The order is a function of (run seed, epoch), not of the global RNG, and the loader resumes mid-epoch:
-        # a resumed run draws the batches, dropout and augmentation an uninterrupted one would (sampling.py).
-        hp, seed = self.hparams, run_seed()
-        return ResumableLoader(
-            self.splits["train"], batch_size=self.batch_size,
-            sampler=sampler or EpochShuffle(len(self.splits["train"]), seed),
-            generator=torch.Generator().manual_seed(seed), num_workers=hp.num_workers,
-            pin_memory=hp.pin_memory, persistent_workers=hp.persistent_workers and hp.num_workers > 0,
-        )  # fmt: skip
-
-    def resident(self) -> bool:
-        """Whether training batches come from the device-resident path (see `device_resident`)."""
-        setting = self.hparams.device_resident
-        if setting != "auto":
-            return bool(setting)
-        x = self.splits["train"].tensors[0]
-        return self.hparams.num_workers == 0 and x.numel() * x.element_size() <= RESIDENT_MAX_BYTES
-
-    def device_batches(self, sampler: ClassBalancedSampler | None) -> DeviceBatches:
-        trainer = self.trainer
-        device = trainer.strategy.root_device
-        x, y = (t.to(device) for t in self.splits["train"].tensors)  # once per fit: the split stays there
-        # Nothing random happens to a batch without augmentation or mixing: scale and standardise the whole
-        # split once, as a hand-written loop would, instead of every batch. Float data only, so the copy on
-        # the device is no larger than the split (uint8 images would grow fourfold).
-        if self.augment is None and not self.mix.methods and x.is_floating_point():
-            x, self.prepared = self.normalize(self.scaled(x)), True
-        return DeviceBatches(
-            # the run's seed (seed_everything), the same on every rank and again on resume
-            x, y, self.batch_size, shuffle=True, seed=run_seed(), order=sampler,
-            rank=trainer.global_rank, world_size=trainer.world_size,
-        )  # fmt: skip
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        self.check_predict_split()
-        return self.loader("predict" if "predict" in self.splits else self.hparams.predict_split)
+        return split_labels(self.splits["train"])
 
     # --- on the device ---------------------------------------------------------------------------------
 

@@ -21,14 +21,18 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch.utils.data import TensorDataset
 
 from proj.callbacks.checkpointing import run_dir_of_checkpoint
 from proj.cli.checkpoints import load_trained
 from proj.cli.config_commands import ConfigCommandCLI, run_config_command
 from proj.cli.parser import UsageError
+from proj.data.loaders import split_tensors
 from proj.extras.export.formats import TOLERANCE, export, measure, runner
 from proj.extras.export.formats import quantize as quantize_int8
 from proj.models.deployable import deployable, output_name
+
+MEASURED = 2000  # test images an export is checked and measured on, when the test split is read from files
 
 # A run's records, copied beside the model when the run has them (the run_record extra writes them).
 RECORDS = ("run.json", "model_card.md")
@@ -57,7 +61,10 @@ def export_run(
     if getattr(dm, "predicting_only", None):  # the training data is gone: no test split to check the export on
         raise UsageError(f"{dm.predicting_only}: export checks the exported model on the test split of that data")
     module = deployable(model, dm)
-    x_test, y_test = (t.numpy() for t in dm.splits["test"].tensors)
+    # The parity check and the accuracy of each format: the test split, or its first images when they are read
+    # from files (a folder of any size: the images are decoded into memory here).
+    test = dm.splits["test"]
+    x_test, y_test = (t.numpy() for t in split_tensors(test, None if isinstance(test, TensorDataset) else MEASURED))
     example = torch.from_numpy(x_test[:64])
     out = Path(out or (cli.run_dir or run_dir_of_checkpoint(ckpt)) / "export")
     out.mkdir(parents=True, exist_ok=True)
@@ -94,7 +101,7 @@ def export_run(
         "target_names": list(getattr(model, "target_names", [])),
         "features": list(getattr(dm, "features", None) or []),  # a table's training columns, in input order
         "input_shape": ["batch", *dm.input_shape],
-        "input_dtype": str(dm.splits["test"].tensors[0].dtype).replace("torch.", ""),
+        "input_dtype": dm.stats["input"]["dtype"],
         "output": f"{output_name(model.task)} (batch, {model.num_outputs})",
         "scale": dm.scale,
         "mean": dm.stats.get("mean"),

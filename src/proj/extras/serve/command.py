@@ -201,7 +201,7 @@ def torch_backend_from_config(run_dir: Path, ckpt: Path, threads: int) -> tuple[
         "target_names": list(getattr(model, "target_names", [])),
         "features": list(getattr(dm, "features", None) or []),
         "input_shape": ["batch", *dm.input_shape],
-        "input_dtype": str(dm.splits["test"].tensors[0].dtype).replace("torch.", ""),
+        "input_dtype": dm.stats["input"]["dtype"],
         "source_checkpoint": str(ckpt),
     }
     return TorchBackend(deployable(model, dm), threads), facts
