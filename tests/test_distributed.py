@@ -103,7 +103,7 @@ def test_ddp_on_a_lazy_image_folder_reads_every_training_image_once_across_the_r
     assert first["sampler"] == "DistributedSamplerWrapper"  # Lightning shards the loader's epoch order
     assert len(first["share"]) == len(second["share"]) == 350
     assert sorted(first["share"] + second["share"]) == list(range(700))  # each of the 700 images once
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2  # 3 epochs ran
 
 
 def test_fsdp2_shards_parameters_and_reloads_in_one_process(tmp_path):
