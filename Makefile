@@ -16,7 +16,7 @@ setup: $(STAMP)
 export PYTHONDONTWRITEBYTECODE :=
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt -e ".[dev,hpo,ray,export,loggers,optim,serve]"
+	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt -e ".[dev,hpo,ray,export,loggers,optim,serve,shards]"
 	touch $(STAMP)
 
 fit: setup

@@ -1,6 +1,7 @@
 """Callbacks that tests put into real `python -m proj` processes (PYTHONPATH=tests), by class_path, and the short
 augmented run that the kill, preemption and fault-injection checks interrupt."""
 
+import hashlib
 import json
 import os
 import signal
@@ -88,6 +89,37 @@ class SeedPerRank(Callback):
     def on_train_start(self, trainer, pl_module):
         if trainer.ckpt_path is None:
             torch.manual_seed(1000 + trainer.global_rank)
+
+
+def digits_as_png_folder(root: Path, count: int = 1000) -> Path:
+    """The first `count` bundled digits as 8x8 grayscale PNGs, one folder per class (0.7 of them for training)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for i, (pixels, label) in enumerate(zip(digits.images[:count], digits.target[:count], strict=True)):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((pixels * 15).astype("uint8")).save(root / str(label) / f"{i}.png")
+    return root
+
+
+class RecordSeen(Callback):
+    """Write a digest of every training sample this rank sees in epoch 0 to seen_rank<r>.json: each batch's
+    inputs brought back from the device's standardised floats to the stored uint8 pixels."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 0:
+            dm = trainer.datamodule
+            mean, std = (torch.tensor(dm.stats[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+            pixels = ((batch[0] * std + mean) / dm.scale).round().to(torch.uint8)
+            self.seen += [hashlib.sha1(p.numpy().tobytes()).hexdigest() for p in pixels]
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 0:
+            Path(f"seen_rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))
 
 
 class RecordRank(Callback):

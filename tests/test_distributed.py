@@ -14,7 +14,7 @@ from proj.data.sampling import ClassBalancedSampler
 from proj.models import Classifier
 
 from conftest import CONFIGS, DEFAULT, ROOT
-from helpers import free_port
+from helpers import digits_as_png_folder, free_port
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -64,18 +64,6 @@ def one_run_dir(cwd: Path) -> Path:
     assert [r.name for r in runs] == ["version_0"]
     assert (runs[0] / "config.yaml").is_file()
     return runs[0]
-
-
-def digits_as_png_folder(root: Path, count: int = 1000) -> Path:
-    """The first `count` bundled digits as 8x8 grayscale PNGs, one folder per class: 700 training images."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    for i, (pixels, label) in enumerate(zip(digits.images[:count], digits.target[:count], strict=True)):
-        (root / str(label)).mkdir(parents=True, exist_ok=True)
-        Image.fromarray((pixels * 15).astype("uint8")).save(root / str(label) / f"{i}.png")
-    return root
 
 
 def test_ddp_device_resident_batches_share_one_resampled_epoch(tmp_path):

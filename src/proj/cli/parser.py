@@ -117,10 +117,11 @@ def summary(entry: Callable[..., Any]) -> str:
     return (inspect.getdoc(entry) or "").split("\nArgs:")[0].strip()
 
 
-def run_function(name: str, entry: Callable[..., Any], args: list[str]) -> Any:
-    """A subcommand that needs no fit config: its options are the entry function's typed signature."""
+def run_function(name: str, entry: Callable[..., Any], args: list[str], positional: bool = True) -> Any:
+    """A subcommand that needs no fit config: its options are the entry function's typed signature (its required
+    parameters positional, or all --options with positional=False)."""
     parser = ProjArgumentParser(prog=f"python -m proj {name}", description=summary(entry))
-    parser.add_function_arguments(entry, as_positional=True)
+    parser.add_function_arguments(entry, as_positional=positional)
     config = parser.parse_args(args)
     try:
         return entry(**config.as_dict())
