@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("Time to 99% test accuracy", ["time_to_accuracy.py", "--seeds", "7"]),
     ("Start-up", ["startup.py"]),
     ("Data path: augmentation on the device", ["data_path.py"]),
+    ("Data at scale: memory and images / s of a lazy folder and streamed shards", ["data_scale.py"]),
     ("ResNet throughput (tiny on CPU; run it without --tiny on a GPU)", ["gpu_throughput.py", "--tiny"]),
     ("Activation checkpointing: peak memory and step time", ["activation_checkpointing.py"]),
     ("Deployment formats", ["export.py"]),

@@ -23,10 +23,12 @@ pytestmark = pytest.mark.slow
         ["resnet_epoch.py", "--tiny"],
         ["activation_checkpointing.py", "--tiny"],
         ["serve.py", "--nets", "smallcnn", "--backends", "onnx", "--requests", "10", "--repeats", "1"],
+        ["data_scale.py", "--small", "40", "--large", "80", "--repeats", "1", "--work", "{tmp}"],
     ],
     ids=lambda args: args[0],
 )  # an extra's benchmark goes with it (benchmarks/serve.py with the serve extra): run those that are here
-def test_benchmark_runs_and_reports_its_result(args):
+def test_benchmark_runs_and_reports_its_result(args, tmp_path):
+    args = [arg.format(tmp=tmp_path) for arg in args]
     if not (ROOT / "benchmarks" / args[0]).is_file():
         pytest.skip(f"benchmarks/{args[0]} was deleted with its extra")
     done = subprocess.run([sys.executable, *args], cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=600)

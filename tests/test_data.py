@@ -352,7 +352,7 @@ def test_hidden_folders_and_files_are_neither_classes_nor_samples(tmp_path):
     (tmp_path / ".cache").mkdir()
     dm = ImageFolderDataModule(root=str(tmp_path), image_size=(8, 8))
     assert dm.classes == ["class_0", "class_1"] and dm.num_classes == 2
-    assert len(dm.files) == 8 and not any(p.name.startswith(".") for p, _ in dm.files)
+    assert len(dm.paths) == 8 and not any(Path(p).name.startswith(".") for p in dm.paths)
 
 
 def test_a_corrupt_image_is_reported_by_path_before_training(tmp_path, monkeypatch):

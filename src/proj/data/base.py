@@ -237,7 +237,8 @@ class ArrayDataModule(Loaders, PredictOnly, TargetsMixin, L.LightningDataModule)
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Lightning restores this after `setup` has run: rebuild with the statistics the model was trained on.
         self.restored = dict(state_dict)
-        if self.predicting_only:
+        if self.predicting_only:  # built again: statistics given in the config give way to the checkpoint's
+            self.splits = {}
             self.setup("predict")
         elif self.splits:
             self.splits = {}

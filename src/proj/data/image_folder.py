@@ -16,6 +16,7 @@ Hidden folders and files (a name starting with ".", such as .ipynb_checkpoints/ 
 class or a sample. 16-bit grayscale images are brought to 8 bits (0..65535 -> 0..255), like every other image.
 """
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,14 @@ def visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
-def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if visible(p) and p.is_file() and p.suffix.lower() in EXTENSIONS)
+def image_files(folder: Path) -> list[str]:
+    """The visible image files of a folder, sorted, as strings (os.scandir: no Path object per file)."""
+    with os.scandir(folder) as entries:
+        return sorted(
+            e.path
+            for e in entries
+            if not e.name.startswith(".") and e.is_file() and os.path.splitext(e.name)[1].lower() in EXTENSIONS
+        )
 
 
 def class_folders(root: Path, classes: list[str] | None) -> list[str]:
@@ -53,9 +60,9 @@ def class_folders(root: Path, classes: list[str] | None) -> list[str]:
     return list(classes) if classes is not None else found
 
 
-def refuse_empty_classes(root: Path, classes: list[str], files: list[tuple[Path, int]]) -> None:
+def refuse_empty_classes(root: Path, classes: list[str], labels: np.ndarray) -> None:
     """Two classes or more, each with an image."""
-    counts = np.bincount([label for _, label in files], minlength=len(classes))
+    counts = np.bincount(labels, minlength=len(classes))
     empty = [name for name, n in zip(classes, counts, strict=True) if n == 0]
     if len(classes) < 2 or empty:
         fix = f", without images: {empty}. Add images to them or remove them" if empty else ""
@@ -99,16 +106,19 @@ class ImageFolderDataModule(ArrayDataModule):
         self.predict_root = Path(predict_root) if predict_root else None
         if len(image_size) != 2 or min(image_size) < 1:
             raise DataError(f"data.image_size={list(image_size)}: give [height, width], both at least 1 pixel")
-        refuse_bad_settings(grayscale, in_memory, sample_augment, stats_samples, mean, std)
+        refuse_bad_settings(grayscale, in_memory, sample_augment, stats_samples, mean, std, on_bad_file)
         classes = as_names(classes)
         check_class_names(classes)
         if self.root.is_dir():
             self.classes = class_folders(self.root, classes)
-            self.files = [(p, label) for label, name in enumerate(self.classes) for p in image_files(self.root / name)]
-            refuse_empty_classes(self.root, self.classes, self.files)
+            # One numpy array of paths, not a Python object per file: forked workers share its pages untouched.
+            found = [image_files(self.root / name) for name in self.classes]
+            self.paths = np.array([p for files in found for p in files], dtype=str)
+            self.labels = np.repeat(np.arange(len(found), dtype=np.int64), [len(files) for files in found])
+            refuse_empty_classes(self.root, self.classes, self.labels)
         elif self.predict_root and classes:  # as a run's config.yaml gives them: see predict_only.py
             self.predicting_only = f"data.root={str(self.root)!r} is not a directory"
-            self.classes, self.files = list(classes), []
+            self.classes, self.paths, self.labels = list(classes), np.array([], dtype=str), np.zeros(0, dtype=np.int64)
         else:
             raise DataError(f"data.root={str(self.root)!r} is not a directory of class sub-folders")
         self.image_size = tuple(image_size)
@@ -127,13 +137,12 @@ class ImageFolderDataModule(ArrayDataModule):
         return {"classes": self.classes, **stats}
 
     def load_arrays(self) -> tuple[np.ndarray | ImageFiles, np.ndarray]:
-        paths, labels = [str(p) for p, _ in self.files], np.array([label for _, label in self.files], dtype=np.int64)
         if self.hparams.check_files:
-            check_files(paths)
-        files = self.image_files(paths, torch.as_tensor(labels))
-        return (files.stack()[0].numpy() if self.hparams.in_memory else files), labels
+            check_files(self.paths, self.hparams.num_workers)
+        files = self.image_files(self.paths, torch.as_tensor(self.labels))
+        return (files.stack()[0].numpy() if self.hparams.in_memory else files), self.labels
 
-    def image_files(self, paths: list[str], labels: Tensor) -> ImageFiles:
+    def image_files(self, paths: list[str] | np.ndarray, labels: Tensor) -> ImageFiles:
         hp = self.hparams
         return ImageFiles(paths, labels, self.image_size, self.mode, self.sample_augment, hp.on_bad_file)
 
@@ -150,18 +159,18 @@ class ImageFolderDataModule(ArrayDataModule):
         return channel_stats((images for images, _ in loader), self.scale)
 
     def sample_id(self, index: int) -> str:
-        return str(self.files[index][0])
+        return str(self.paths[index])
 
     def load_predict_arrays(self) -> tuple[np.ndarray | ImageFiles, list[str]] | None:
         if self.predict_root is None:
             return None
         if not self.predict_root.is_dir():
             raise DataError(f"data.predict_root={str(self.predict_root)!r} is not a directory of images")
-        paths = [str(p) for p in image_files(self.predict_root)]
+        paths = image_files(self.predict_root)
         if not paths:
             raise DataError(f"data.predict_root={str(self.predict_root)!r} holds no image ({', '.join(EXTENSIONS)})")
         if self.hparams.check_files:
-            check_files(paths)
+            check_files(paths, self.hparams.num_workers)
         files = self.image_files(paths, torch.full((len(paths),), -1))
         return (files.stack()[0].numpy() if self.hparams.in_memory else files), paths
 
@@ -193,12 +202,17 @@ class ImageFolderDataModule(ArrayDataModule):
 
 
 def refuse_bad_settings(
-    grayscale: bool, in_memory: bool, sample_augment: Any, stats_samples: int, mean: Any, std: Any
+    grayscale: bool, in_memory: bool, sample_augment: Any, stats_samples: int, mean: Any, std: Any, on_bad_file: str
 ) -> None:
     if in_memory and sample_augment:
         raise DataError(
             "data.sample_augment acts on each original image as it is read; with data.in_memory: true the images "
             "are resized once in setup: set in_memory: false, or move the augmentations to data.augment"
+        )
+    if in_memory and on_bad_file == "skip":
+        raise DataError(
+            "data.on_bad_file=skip applies to files read lazily; with data.in_memory: true every file is decoded in "
+            "setup, where a bad one is named: set on_bad_file: fail, or in_memory: false"
         )
     if stats_samples < 1:
         raise DataError(f"data.stats_samples={stats_samples} must be at least 1")

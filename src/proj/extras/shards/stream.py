@@ -14,17 +14,19 @@ Resuming mid-epoch: the loader's state is (epoch, batches handed out). Which of 
 handed out follows from the DataLoader's round-robin over workers, so each worker skips those without reading
 them, and the rest of the epoch is the batches an uninterrupted run draws. Per-sample augmentation draws from a
 generator seeded per batch, so a skipped batch shifts nothing either. Memory: a worker holds one window's
-encoded samples and the last shard it read, whatever the dataset's size.
+encoded samples and the shards they come from, whatever the dataset's size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import fsspec
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch import Tensor
@@ -54,11 +56,11 @@ class ShardStream(IterableDataset):
         self.rows = np.array([s["rows"] for s in shards], dtype=np.int64)
         self.decode, self.batch_size, self.shuffle, self.seed = decode, batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
-        self.window = max(1, window // batch_size) * batch_size  # whole batches
+        self.window = max(1, window // batch_size) * batch_size  # whole batches (window_size: per worker count)
         self.total = int(self.rows.sum())
         self.per_rank = math.ceil(self.total / world_size)
         self.epoch, self.consumed = 0, 0  # set by StreamLoader before its workers start
-        self.cache: tuple[int, Any] | None = None  # (shard, its table): the last shard read
+        self.cache: dict[int, Any] = {}  # shard -> its table: the current window's
 
     def __len__(self) -> int:
         """Batches per epoch, the same on every rank."""
@@ -73,9 +75,15 @@ class ShardStream(IterableDataset):
             order = torch.randperm(len(order), generator=epoch_generator(self.seed, self.epoch)).numpy()
         return order, np.concatenate([[0], np.cumsum(self.rows[order])])
 
-    def windows(self) -> list[tuple[int, int]]:
+    def window_size(self, workers: int) -> int:
+        """`window` samples, or fewer so that every worker gets a window (a small split would leave some idle)."""
+        batches = max(1, min(self.window // self.batch_size, math.ceil(len(self) / workers)))
+        return batches * self.batch_size
+
+    def windows(self, workers: int = 1) -> list[tuple[int, int]]:
         """This rank's windows, as ranges of its positions."""
-        return [(a, min(a + self.window, self.per_rank)) for a in range(0, self.per_rank, self.window)]
+        size = self.window_size(workers)
+        return [(a, min(a + size, self.per_rank)) for a in range(0, self.per_rank, size)]
 
     def window_rows(self, k: int, start: int, stop: int) -> list[tuple[int, int]]:
         """(shard, row) of each sample of window k, in the order its batches take them."""
@@ -90,19 +98,22 @@ class ShardStream(IterableDataset):
 
     # --- reading -------------------------------------------------------------------------------------------
 
-    def table(self, shard: int) -> Any:
-        if self.cache is None or self.cache[0] != shard:
+    def tables(self, shards: set[int]) -> dict[int, Any]:
+        """The shards a window needs, read once: those the previous window already read are kept, the rest
+        dropped (a window's shards are all a worker holds)."""
+        kept = {s: t for s, t in self.cache.items() if s in shards}
+        for shard in sorted(shards - kept.keys()):
             with fsspec.open(join(self.url, self.files[shard]), "rb") as f:
-                self.cache = (shard, pq.read_table(f, columns=["x", "y"]))
-        return self.cache[1]
+                kept[shard] = pq.read_table(f, columns=["x", "y"])
+        self.cache = kept
+        return kept
 
-    def samples(self, pairs: list[tuple[int, int]]) -> list[tuple[Any, Any]]:
-        """The encoded samples at (shard, row) pairs, each shard read once (the pairs' shards in turn)."""
+    def samples(self, pairs: list[tuple[int, int]], tables: dict[int, Any]) -> list[tuple[Any, Any]]:
+        """The encoded samples at (shard, row) pairs."""
         found: dict[tuple[int, int], tuple[Any, Any]] = {}
         for shard in dict.fromkeys(s for s, _ in pairs):
-            table = self.table(shard)
             rows = sorted({r for s, r in pairs if s == shard})
-            xs, ys = (table.column(c).take(rows).to_pylist() for c in ("x", "y"))
+            xs, ys = (tables[shard].column(c).take(rows).to_pylist() for c in ("x", "y"))
             found.update({(shard, r): (x, y) for r, x, y in zip(rows, xs, ys, strict=True)})
         return [found[p] for p in pairs]
 
@@ -117,7 +128,11 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        windows = self.windows()
+        if info is not None:  # a worker process: give freed Arrow memory back to the system (Arrow's default pool,
+            # mimalloc, keeps it: a worker grew by about 70 MB over a 50,000-image epoch, benchmarks/data_scale.py)
+            with contextlib.suppress(NotImplementedError):
+                pa.set_memory_pool(pa.jemalloc_memory_pool())
+        windows = self.windows(workers)
         counts = [sum(self.batches_in(windows[k]) for k in range(w, len(windows), workers)) for w in range(workers)]
         # A fresh loader asks its worker 0 first: on a resume, worker 0 takes the role of the worker the
         # uninterrupted loader would have asked next, so that the batches keep their order.
@@ -131,12 +146,13 @@ class ShardStream(IterableDataset):
                 seen += n
                 continue
             pairs = self.window_rows(k, start, stop)
-            first = k * (self.window // self.batch_size)
+            tables = self.tables({shard for shard, _ in pairs})
+            first = k * (self.window_size(workers) // self.batch_size)
             for j in range(n):
                 seen += 1
                 if seen > skip:
                     part = pairs[j * self.batch_size : (j + 1) * self.batch_size]
-                    yield self.batch(self.samples(part), first + j)
+                    yield self.batch(self.samples(part, tables), first + j)
 
     def stack(self, limit: int | None = None) -> tuple[Tensor, Tensor]:
         """The stream's first `limit` samples (all by default) as two tensors (what export checks a model on)."""
