@@ -56,12 +56,14 @@ class ShardDataModule(ArrayDataModule):
     def __init__(
         self,
         url: str,
-        shuffle_window: int = 4096,
+        shuffle_window: int = 1024,
         sample_augment: list[nn.Module] | None = None,
         **kwargs: Any,
     ) -> None:
         """url: the shard folder (index.json and its splits): a path, or an fsspec URL (s3://, gs://, https://).
-        shuffle_window: samples shuffled together, after the shards' order (a worker holds one window).
+        shuffle_window: samples shuffled together, after the shards' order (a worker holds one window; the
+            shards were written in a shuffled order already, so a window of 1024 mixes enough while keeping each
+            worker's memory small: benchmarks/data_scale.py).
         sample_augment: kornia augmentations of each training image, on the original before the resize."""
         self.url, self.index = url, read_index(url)
         index = self.index

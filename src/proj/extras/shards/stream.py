@@ -49,7 +49,7 @@ class ShardStream(IterableDataset):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        window: int = 4096,
+        window: int = 1024,
     ) -> None:
         """shards: [{"file": path relative to url, "rows": n}, ...] in their written order."""
         self.url, self.files = url, [s["file"] for s in shards]
