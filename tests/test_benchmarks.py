@@ -26,9 +26,9 @@ pytestmark = pytest.mark.slow
         [
             "data_scale.py",
             "--small",
-            "40",
+            "100",
             "--large",
-            "80",
+            "200",
             "--repeats",
             "1",
             "--memory_repeats",
