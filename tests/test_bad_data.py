@@ -97,6 +97,8 @@ CASES = [
      lambda t: "data.image_size=[0, 0]"),
     ("image folder one class", lambda t: [*IMAGES, f"--data.root={images(t, ('a',))}"], lambda t: "['a']"),
     ("image folder empty class", empty_class, lambda t: "without images: ['c']"),
+    ("test split smaller than the classes", lambda t: [*IMAGES, f"--data.root={images(t, tuple('abcdef'), 3)}"],
+     lambda t: "data.test_fraction: a stratified split of 18 samples of 6 classes would hold out 4"),
     ("image root missing", lambda t: [*IMAGES, f"--data.root={t / 'nowhere'}"], lambda t: str(t / "nowhere")),
     ("corrupt image", corrupt_image, lambda t: str(t / "b" / "9.png")),
     ("truncated jpeg among 200", jpegs, lambda t: f"{t / 'b' / '099.jpg'} is a truncated JPEG"),

@@ -6,6 +6,7 @@ validation is then carved out of the other folds.
 """
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,10 +37,12 @@ def split_indices(
 
     pool = np.arange(len(y) - fixed_test)
 
-    def labels(idx: np.ndarray, where: str) -> np.ndarray | None:
+    def labels(idx: np.ndarray, where: str, share: tuple[str, float] | None = None) -> np.ndarray | None:
         if not stratify:
             return None
         check_class_sizes(y[idx], where, classes)
+        if share is not None:
+            check_share(y[idx], *share)
         return y[idx]
 
     if cv_folds:  # k-fold: this fold is the test split (a fixed test set is not used)
@@ -53,11 +56,15 @@ def split_indices(
         val_size = val_fraction
     else:
         pool, test = train_test_split(
-            pool, test_size=test_fraction, stratify=labels(pool, "the data"), random_state=seed
+            pool,
+            test_size=test_fraction,
+            stratify=labels(pool, "the data", ("test_fraction", test_fraction)),
+            random_state=seed,
         )
         val_size = val_fraction / (1.0 - test_fraction)
     where = "the training data" if fixed_test and not cv_folds else "the data left after the test split"
-    train, val = train_test_split(pool, test_size=val_size, stratify=labels(pool, where), random_state=seed)
+    stratified = labels(pool, where, ("val_fraction", val_size))
+    train, val = train_test_split(pool, test_size=val_size, stratify=stratified, random_state=seed)
     return {"train": train, "val": val, "test": test}
 
 
@@ -71,6 +78,17 @@ def check_split_settings(val_fraction: float, test_fraction: float, cv_folds: in
     if cv_folds and not (cv_folds >= 2 and 0 <= cv_fold < cv_folds):
         raise DataError(
             f"data.cv_fold={cv_fold} with data.cv_folds={cv_folds}: need cv_folds >= 2, 0 <= cv_fold < cv_folds"
+        )
+
+
+def check_share(y: np.ndarray, key: str, size: float) -> None:
+    """A stratified split holds out ceil(size * n) samples: at least one per class, and leaves one per class."""
+    n, k = len(y), len(np.unique(y))
+    held = math.ceil(size * n)
+    if held < k or n - held < k:
+        raise DataError(
+            f"data.{key}: a stratified split of {n} samples of {k} classes would hold out {held}, and every class "
+            f"needs a sample on each side: set data.{key} so that {k} to {n - k} samples are held out, or add samples"
         )
 
 
