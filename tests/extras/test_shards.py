@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from proj.data import CSVDataModule, DigitsDataModule
+from proj.data import CSVDataModule, DataError, DigitsDataModule
 from proj.extras.shards import ShardDataModule
 from proj.extras.shards.stream import StreamLoader, handed_out
 
@@ -98,6 +98,23 @@ def test_two_ranks_see_every_training_sample_exactly_once_and_the_same_number_of
     dm.setup()
     everything = Counter(hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in dm.splits["train"].stack()[0])
     assert seen == everything
+
+
+def test_a_damaged_sample_in_a_shard_is_named_by_its_file_and_row(shards, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+
+    shutil.copytree(shards / "images", tmp_path / "images")
+    shard = tmp_path / "images" / "test" / "shard-00000.parquet"
+    table = pq.read_table(shard)
+    damaged = table.column("x").to_pylist()
+    damaged[3] = b"\x89PNG not an image"
+    pq.write_table(table.set_column(0, "x", pa.array(damaged, pa.binary())), shard)
+    stream = ShardDataModule(url=str(tmp_path / "images"), batch_size=32)
+    stream.setup()
+    with pytest.raises(DataError, match=r"test/shard-00000.parquet row 3 cannot be decoded"):
+        stream.splits["test"].stack()
 
 
 RUN = [

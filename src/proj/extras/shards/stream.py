@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from proj.data.errors import DataError
 from proj.data.sampling import ResumableLoader, epoch_generator
 from proj.extras.shards.index import join
 
@@ -117,13 +118,23 @@ class ShardStream(IterableDataset):
             found.update({(shard, r): (x, y) for r, x, y in zip(rows, xs, ys, strict=True)})
         return [found[p] for p in pairs]
 
-    def batch(self, encoded: list[tuple[Any, Any]], index: int) -> tuple[Tensor, Tensor]:
+    def batch(self, pairs: list[tuple[int, int]], tables: dict[int, Any], index: int) -> tuple[Tensor, Tensor]:
         # Per-sample augmentation draws from the global RNG: seeded per batch (and restored after), so that a
         # batch is the same whichever worker makes it, and skipping batches on resume shifts no other draw.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(hash((self.seed, self.epoch, self.rank, index)) % 2**63)
-            xs, ys = zip(*(self.decode(x, y) for x, y in encoded), strict=True)
+            encoded = zip(self.samples(pairs, tables), pairs, strict=True)
+            xs, ys = zip(*(self.decoded(x, y, at) for (x, y), at in encoded), strict=True)
         return torch.stack(xs), torch.stack(ys)
+
+    def decoded(self, x: Any, y: Any, at: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        try:
+            return self.decode(x, y)
+        except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for a damaged image
+            shard, row = at
+            raise DataError(
+                f"{join(self.url, self.files[shard])} row {row} cannot be decoded ({err}): write the shards again"
+            ) from None
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         info = get_worker_info()
@@ -152,7 +163,7 @@ class ShardStream(IterableDataset):
                 seen += 1
                 if seen > skip:
                     part = pairs[j * self.batch_size : (j + 1) * self.batch_size]
-                    yield self.batch(self.samples(part, tables), first + j)
+                    yield self.batch(part, tables, first + j)
 
     def stack(self, limit: int | None = None) -> tuple[Tensor, Tensor]:
         """The stream's first `limit` samples (all by default) as two tensors (what export checks a model on)."""
