@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from proj.data.errors import DataError
 
 BadFilePolicy = Literal["fail", "skip"]
+PIL_ERRORS = (OSError, ValueError, SyntaxError)  # what PIL raises for a truncated, damaged or non-image file
 # PIL's modes of more than 8 bits per pixel: 16-bit PNGs open as "I;16" (or "I", 32-bit integers holding
 # 0..65535). Its convert("L") clips them at 255 instead of scaling, which turns nearly every pixel white.
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -66,7 +67,7 @@ def unreadable(path: str) -> str | None:
         with open(path, "rb") as f:
             f.seek(max(0, f.seek(0, io.SEEK_END) - 1024))
             tail = f.read()
-    except (OSError, ValueError, SyntaxError) as err:
+    except PIL_ERRORS as err:
         return f"not an image ({err})"
     ends = {"JPEG": (b"\xff\xd9", "its end-of-image marker"), "PNG": (b"IEND", "its IEND chunk")}.get(kind)
     if ends and ends[0] not in tail[-16 if kind == "PNG" else -1024 :]:
@@ -148,7 +149,7 @@ class ImageFiles(Dataset):
         path = self.paths[index]
         try:
             x = decode_image(path, self.size, self.mode, self.augment)
-        except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for truncated or non-image files
+        except PIL_ERRORS as err:
             if self.on_bad_file == "fail":
                 raise DataError(
                     f"{path} cannot be read ({err}): replace or remove it, or set data.on_bad_file: skip"

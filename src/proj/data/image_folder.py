@@ -137,10 +137,14 @@ class ImageFolderDataModule(ArrayDataModule):
         return {"classes": self.classes, **stats}
 
     def load_arrays(self) -> tuple[np.ndarray | ImageFiles, np.ndarray]:
+        return self.samples(self.paths, torch.as_tensor(self.labels)), self.labels
+
+    def samples(self, paths: list[str] | np.ndarray, labels: Tensor) -> np.ndarray | ImageFiles:
+        """The images at `paths`, their files checked (check_files): read when asked, or decoded now (in_memory)."""
         if self.hparams.check_files:
-            check_files(self.paths, self.hparams.num_workers)
-        files = self.image_files(self.paths, torch.as_tensor(self.labels))
-        return (files.stack()[0].numpy() if self.hparams.in_memory else files), self.labels
+            check_files(paths, self.hparams.num_workers)
+        files = self.image_files(paths, labels)
+        return files.stack()[0].numpy() if self.hparams.in_memory else files
 
     def image_files(self, paths: list[str] | np.ndarray, labels: Tensor) -> ImageFiles:
         hp = self.hparams
@@ -169,10 +173,7 @@ class ImageFolderDataModule(ArrayDataModule):
         paths = image_files(self.predict_root)
         if not paths:
             raise DataError(f"data.predict_root={str(self.predict_root)!r} holds no image ({', '.join(EXTENSIONS)})")
-        if self.hparams.check_files:
-            check_files(paths, self.hparams.num_workers)
-        files = self.image_files(paths, torch.full((len(paths),), -1))
-        return (files.stack()[0].numpy() if self.hparams.in_memory else files), paths
+        return self.samples(paths, torch.full((len(paths),), -1)), paths
 
     def read_images(self, paths: list[Path]) -> np.ndarray:
         """The images at `paths`, decoded and resized, as one uint8 (N, C, H, W) array."""

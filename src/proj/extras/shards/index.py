@@ -17,12 +17,14 @@ import json
 from typing import Any
 
 import fsspec
+import pyarrow as pa
 
 from proj.data.errors import DataError
 
 INDEX = "index.json"
 FORMAT = "proj-shards/1"
 KINDS = ("image", "array", "table")
+SPLITS = ("train", "val", "test")
 
 
 def join(url: str, *parts: str) -> str:
@@ -47,5 +49,25 @@ def read_index(url: str) -> dict[str, Any]:
 
 
 def write_index(url: str, index: dict[str, Any]) -> None:
+    """index.json, written once every shard is: what each split holds is printed."""
+    for split, part in index["splits"].items():
+        print(f"{split}: {part['rows']} samples in {len(part['shards'])} shard(s)")
     with fsspec.open(join(url, INDEX), "w") as f:
         json.dump({"format": FORMAT, **index}, f, indent=1)
+    print(f"wrote {join(url, INDEX)}")
+
+
+def schema(kind: str, task: str, targets: int) -> pa.Schema:
+    """A shard's columns: x (an image file's or an array's bytes, or a table row's floats), y (a class index, or
+    `targets` values), id."""
+    x = pa.list_(pa.float32()) if kind == "table" else pa.binary()
+    values = pa.list_(pa.float32()) if targets > 1 else pa.float32()
+    y = pa.int64() if task == "classification" else values
+    return pa.schema([("x", x), ("y", y), ("id", pa.string())])
+
+
+def open_shard(url: str, name: str) -> Any:
+    """A new shard file `name` (e.g. train/shard-00000.parquet) under url, its folder made, open for writing."""
+    fs, path = fsspec.core.url_to_fs(join(url, name))
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    return fs.open(path, "wb")

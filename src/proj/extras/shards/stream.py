@@ -33,6 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from proj.data.errors import DataError
+from proj.data.image_files import PIL_ERRORS
 from proj.data.sampling import ResumableLoader, epoch_generator
 from proj.extras.shards.index import join
 
@@ -130,7 +131,7 @@ class ShardStream(IterableDataset):
     def decoded(self, x: Any, y: Any, at: tuple[int, int]) -> tuple[Tensor, Tensor]:
         try:
             return self.decode(x, y)
-        except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for a damaged image
+        except PIL_ERRORS as err:
             shard, row = at
             raise DataError(
                 f"{join(self.url, self.files[shard])} row {row} cannot be decoded ({err}): write the shards again"
@@ -158,7 +159,7 @@ class ShardStream(IterableDataset):
                 continue
             pairs = self.window_rows(k, start, stop)
             tables = self.tables({shard for shard, _ in pairs})
-            first = k * (self.window_size(workers) // self.batch_size)
+            first = start // self.batch_size  # the window's first batch of this rank's epoch
             for j in range(n):
                 seen += 1
                 if seen > skip:

@@ -25,9 +25,8 @@ import pyarrow.parquet as pq
 from proj.data.errors import DataError
 from proj.data.splits import split_indices
 from proj.data.tabular import natural_key
-from proj.extras.shards.index import join
+from proj.extras.shards.index import SPLITS, open_shard, schema
 
-SPLITS = ("train", "val", "test")
 MISSING = ["", "na", "NA", "n/a", "N/A", "nan", "NaN", "NAN", "null", "NULL", "none", "None", "?"]
 MAX_OPEN = 256
 ROW_GROUP = 256
@@ -94,15 +93,11 @@ class SplitWriter:
             self.flush(shard)
 
     def flush(self, shard: int) -> None:
-        import fsspec
-
         rows = self.buffers[shard]
         if not rows:
             return
         if shard not in self.writers:
-            fs, path = fsspec.core.url_to_fs(join(self.out, self.file(shard)))
-            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            handle = fs.open(path, "wb")
+            handle = open_shard(self.out, self.file(shard))
             self.writers[shard] = (handle, pq.ParquetWriter(handle, self.schema))
         xs, ys, ids = zip(*rows, strict=True)
         self.writers[shard][1].write_table(pa.table({"x": xs, "y": ys, "id": ids}, schema=self.schema))
@@ -139,10 +134,8 @@ def write_table(
     where = np.empty(len(y), dtype=np.int8)
     for code, split in enumerate(SPLITS):
         where[indices[split]] = code
-    schema = pa.schema(
-        [("x", pa.list_(pa.float32())), ("y", pa.int64() if stratify else pa.float32()), ("id", pa.string())]
-    )
-    writers = [SplitWriter(out, s, len(indices[s]), rows_per_shard, schema, seed + i) for i, s in enumerate(SPLITS)]
+    columns = schema("table", task, 1)
+    writers = [SplitWriter(out, s, len(indices[s]), rows_per_shard, columns, seed + i) for i, s in enumerate(SPLITS)]
     sums = np.zeros((3, len(features)))  # over the training rows: present count, sum, sum of squares
     done = 0
     for batch in blocks(path, features, dict.fromkeys(features, pa.float64()), block_mb):

@@ -26,10 +26,8 @@ from proj.cli.parser import UsageError, run_function
 from proj.data.errors import DataError
 from proj.data.image_files import ImageFiles
 from proj.data.splits import check_split_settings
-from proj.extras.shards.index import join, write_index
+from proj.extras.shards.index import SPLITS, open_shard, schema, write_index
 from proj.extras.shards.table import write_table
-
-SPLITS = ("train", "val", "test")
 
 
 def command(name: str, args: list[str]) -> Any:
@@ -83,10 +81,7 @@ def shard_table(
         )
     except DataError as err:
         raise UsageError(str(err).replace("data.val_fraction", "--val_fraction")) from None
-    for split, part in index["splits"].items():
-        print(f"{split}: {part['rows']} rows in {len(part['shards'])} shard(s)")
     write_index(out, index)
-    print(f"wrote {join(out, 'index.json')}")
     return out
 
 
@@ -131,26 +126,19 @@ def write_all(out: str, index: dict[str, Any], rows: Any, rows_per_shard: int) -
     for split in SPLITS:
         shards, counts = write_split(out, split, rows(split), rows_per_shard, index)
         splits[split] = {"rows": sum(s["rows"] for s in shards), "shards": shards, "class_counts": counts}
-        print(f"{split}: {splits[split]['rows']} samples in {len(shards)} shard(s)")
-    index = {**index, "splits": splits}
-    write_index(out, index)
-    print(f"wrote {join(out, 'index.json')}")
+    write_index(out, {**index, "splits": splits})
     return out
 
 
 def write_split(out: str, split: str, rows: Any, rows_per_shard: int, index: dict[str, Any]):
-    import fsspec
-
     shards, counts, batch = [], np.zeros(len(index["classes"] or []), dtype=np.int64), []
+    columns_of = schema(index["kind"], index["task"], len(index["target_names"]))
 
     def flush() -> None:
         name = f"{split}/shard-{len(shards):05d}.parquet"
         xs, ys, ids = zip(*batch, strict=True)
-        columns = {"x": xs, "y": ys, "id": ids}
-        fs, path = fsspec.core.url_to_fs(join(out, name))
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        with fs.open(path, "wb") as f:
-            pq.write_table(pa.table(columns, schema=schema(index)), f, row_group_size=256)
+        with open_shard(out, name) as f:
+            pq.write_table(pa.table({"x": xs, "y": ys, "id": ids}, schema=columns_of), f, row_group_size=256)
         shards.append({"file": name, "rows": len(batch)})
         batch.clear()
 
@@ -165,12 +153,3 @@ def write_split(out: str, split: str, rows: Any, rows_per_shard: int, index: dic
     if not shards:
         raise DataError(f"the {split} split is empty: nothing to write")
     return shards, counts.tolist() if index["task"] == "classification" else None
-
-
-def schema(index: dict[str, Any]) -> pa.Schema:
-    x = pa.list_(pa.float32()) if index["kind"] == "table" else pa.binary()
-    if index["task"] == "classification":
-        y = pa.int64()
-    else:
-        y = pa.list_(pa.float32()) if len(index["target_names"]) > 1 else pa.float32()
-    return pa.schema([("x", x), ("y", y), ("id", pa.string())])
