@@ -196,6 +196,18 @@ def test_a_csv_larger_than_a_block_is_sharded_in_blocks_and_learns_like_a_baseli
 
 
 @pytest.mark.parametrize(
+    ("option", "named"),
+    [("--test_fraction=1.5", "--test_fraction=1.5 must lie strictly between 0 and 1"),
+     ("--val_fraction=0.01", "--val_fraction: a stratified split of 8 samples of 2 classes would hold out 1")],
+)  # fmt: skip
+def test_a_bad_table_split_names_the_shard_option(in_tmp, capsys, option, named):
+    (in_tmp / "t.csv").write_text("a,label\n" + "".join(f"{i},{'xy'[i % 2]}\n" for i in range(10)))
+    error = usage_error(capsys, "shard", "--table=t.csv", "--target=label", "--out=o", option)
+    assert named in error, error
+    assert not (in_tmp / "o" / "index.json").exists()
+
+
+@pytest.mark.parametrize(
     ("url", "more", "named"),
     [
         ("{shards}/nowhere", [], "data.url='{shards}/nowhere' does not exist"),

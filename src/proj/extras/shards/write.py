@@ -13,6 +13,7 @@ rows. Rows are written in a seeded random order, so that a shard mixes the class
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,7 +81,8 @@ def shard_table(
             out, Path(table), target, task, rows_per_shard, block_mb, seed, (val_fraction, test_fraction)
         )
     except DataError as err:
-        raise UsageError(str(err).replace("data.val_fraction", "--val_fraction")) from None
+        # the split's checks name the data module's keys: here they are this command's options
+        raise UsageError(re.sub(r"\bdata\.(val_fraction|test_fraction)", r"--\1", str(err))) from None
     write_index(out, index)
     return out
 
