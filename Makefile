@@ -34,7 +34,7 @@ test-fast: setup
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
-# The CPU benchmarks, side by side; rewrites benchmarks/README.md (about 30 minutes). Not part of `make test`.
+# The CPU benchmarks, side by side; rewrites benchmarks/README.md (about 40 minutes). Not part of `make test`.
 bench: setup
 	$(BIN)/python benchmarks/report.py
 
