@@ -5,7 +5,8 @@ the machine, the date, the commit and the exact command of each.
     python benchmarks/report.py --only resnet_epoch.py      # run these again, keep the others' sections
 
 Each benchmark runs in its own process (its stdout is its report; Lightning's logs go to stderr). A failing
-benchmark stops the report and leaves README.md as it was. All of them take about 40 minutes on a 2-core CPU (data_scale.py writes its 52,000 JPEGs once, into /tmp).
+benchmark stops the report and leaves README.md as it was. All of them take about 40 minutes on a 2-core CPU
+(data_scale.py writes its 52,000 JPEGs once, into /tmp).
 """
 
 import argparse
