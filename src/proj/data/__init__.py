@@ -3,7 +3,7 @@
 from proj.data.base import ArrayDataModule
 from proj.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from proj.data.diabetes import DiabetesDataModule
-from proj.data.digits import DigitsDataModule
+from proj.data.digits import DigitsDataModule, MultiLabelDigitsDataModule
 from proj.data.errors import DataError
 from proj.data.image_folder import ImageFolderDataModule
 from proj.data.imbalanced_digits import ImbalancedDigitsDataModule
@@ -19,4 +19,5 @@ __all__ = [
     "DigitsDataModule",
     "ImageFolderDataModule",
     "ImbalancedDigitsDataModule",
+    "MultiLabelDigitsDataModule",
 ]

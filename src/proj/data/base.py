@@ -97,8 +97,8 @@ class ArrayDataModule(Loaders, PredictOnly, TargetsMixin, L.LightningDataModule)
         check_split_settings(val_fraction, test_fraction, cv_folds, cv_fold)
         if sampler not in ("none", "oversample", "undersample", "balanced", "smote"):
             raise DataError(f"data.sampler={sampler!r}: expected none, oversample, undersample, balanced or smote")
+        self.check_task(sampler, class_weights, mixup_alpha, cutmix_alpha)  # first: its advice fits the task
         check_smote_settings(sampler, getattr(self, "input_shape", None), smote_neighbors)
-        self.check_task(sampler, class_weights, mixup_alpha, cutmix_alpha)
         self.save_hyperparameters(ignore=["augment"])
         self.batch_size = batch_size
         self.augment = nn.Sequential(*augment) if augment else None
@@ -147,7 +147,7 @@ class ArrayDataModule(Loaders, PredictOnly, TargetsMixin, L.LightningDataModule)
         """
         hp = self.hparams
         return split_indices(
-            y, stratify=self.is_classification, val_fraction=hp.val_fraction, test_fraction=hp.test_fraction,
+            y, stratify=self.task != "regression", val_fraction=hp.val_fraction, test_fraction=hp.test_fraction,
             seed=hp.split_seed, fixed_test=fixed_test, cv_folds=hp.cv_folds, cv_fold=hp.cv_fold,
             classes=self.classes,
         )  # fmt: skip
@@ -164,13 +164,13 @@ class ArrayDataModule(Loaders, PredictOnly, TargetsMixin, L.LightningDataModule)
         if test is not None:
             tx, ty = (torch.as_tensor(a) for a in test)
             x, y, fixed_test = torch.cat([x, tx]), torch.cat([y, ty]), len(ty)
-        y = y.long() if self.is_classification else self.float_targets(y)
+        y = self.class_targets(y) if self.task != "regression" else self.float_targets(y)
         indices = {k: torch.as_tensor(v) for k, v in self.split_indices(y.numpy(), fixed_test).items()}
         self.stats = dict(self.restored)  # restored from a checkpoint, or fitted below on the training split
         x = self.preprocess(x, indices["train"])
         if self.hparams.standardize and "mean" not in self.stats:
             self.stats["mean"], self.stats["std"] = self.channel_stats(x, indices["train"])
-        if not self.is_classification and "target_mean" not in self.stats:
+        if self.task == "regression" and "target_mean" not in self.stats:
             self.stats["target_mean"], self.stats["target_std"] = target_stats(y[indices["train"]])
         # What a deployed model needs of the data besides the statistics, saved with them in every checkpoint: a
         # run's checkpoint alone then serves its model, without the training data (the serve extra).
@@ -183,6 +183,10 @@ class ArrayDataModule(Loaders, PredictOnly, TargetsMixin, L.LightningDataModule)
             self.splits["train"] = smote_split(self.splits["train"], hp.smote_neighbors, hp.split_seed, self.classes)
         self.indices = indices
         self.add_predict_split(indices["train"], y[:0])
+
+    def class_targets(self, y: Tensor) -> Tensor:
+        """Class indices (int64), or a multi-label task's 0 / 1 rows (float32), checked."""
+        return self.multi_hot(y) if self.is_multilabel else y.long()
 
     def make_split(self, x: Tensor | ImageFiles, y: Tensor, idx: Tensor, train: bool) -> Dataset:
         """The samples at idx: a TensorDataset in memory, or files read when asked."""
@@ -198,7 +202,7 @@ class ArrayDataModule(Loaders, PredictOnly, TargetsMixin, L.LightningDataModule)
         new = self.load_predict_arrays()
         if new is not None:
             px, self.predict_ids = new
-            fill = -1 if self.is_classification else torch.nan
+            fill = torch.nan if self.task == "regression" else -1
             labels = torch.full((len(px), *no_labels.shape[1:]), fill, dtype=no_labels.dtype)
             if isinstance(px, ImageFiles):
                 self.splits["predict"] = px.with_labels(labels)

@@ -30,6 +30,8 @@ class PredictOnly:
 
     @property
     def label_shape(self) -> tuple[int, ...]:
+        if self.is_multilabel:
+            return (self.num_classes,)
         return () if self.is_classification or len(self.target_names) <= 1 else (len(self.target_names),)
 
     def check_predict_split(self) -> None:
@@ -39,8 +41,9 @@ class PredictOnly:
     def placeholder_targets(self) -> dict[str, Any]:
         """What the training data decided (class weights, the targets' mean and std) lives in the model's buffers,
         restored from the checkpoint with its weights: these values only give them their shapes."""
-        if self.is_classification:
+        if self.task != "regression":
             weights = None if self.hparams.class_weights == "none" else [1.0] * self.num_classes
-            return {"task": self.task, "classes": self.classes, "class_weights": weights}
+            key = "pos_weight" if self.is_multilabel else "class_weights"
+            return {"task": self.task, "classes": self.classes, key: weights}
         k = len(self.target_names)
         return {"task": self.task, "names": self.target_names, "mean": [0.0] * k, "std": [1.0] * k}

@@ -1,5 +1,8 @@
 """Seeded train / validation / test splits: stratified for classification, plain shuffled for regression.
 
+Multi-label targets are stratified over their label combinations (each combination keeps its share in every
+split); combinations too rare for that are pooled into one stratum (`combination_strata`).
+
 The same arguments give the same indices on every rank and every run. k-fold cross-validation takes fold
 `cv_fold` of a `cv_folds`-fold partition as the test split (StratifiedKFold for classes, KFold for values);
 validation is then carved out of the other folds.
@@ -36,6 +39,10 @@ def split_indices(
     from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
     pool = np.arange(len(y) - fixed_test)
+    if stratify and y.ndim == 2:  # multi-label: one stratum per combination of labels
+        smallest = min(val_fraction, test_fraction, 1 / cv_folds if cv_folds else 1.0)
+        y, classes = combination_strata(y[: len(pool)], smallest), ()
+        y = np.concatenate([y, np.zeros(fixed_test, dtype=y.dtype)])
 
     def labels(idx: np.ndarray, where: str, share: tuple[str, float] | None = None) -> np.ndarray | None:
         if not stratify:
@@ -66,6 +73,21 @@ def split_indices(
     stratified = labels(pool, where, ("val_fraction", val_size))
     train, val = train_test_split(pool, test_size=val_size, stratify=stratified, random_state=seed)
     return {"train": train, "val": val, "test": test}
+
+
+def combination_strata(y: np.ndarray, smallest: float) -> np.ndarray:
+    """Multi-label rows (N, k) as one stratum per combination of labels, for a stratified split.
+
+    A combination with fewer rows than a split of share `smallest` needs to get two of them (ceil(2 / smallest))
+    joins one stratum of rare combinations, and if that is still too small, the largest stratum: those rows are
+    then split as a plain shuffle would, while every common combination keeps its share in every split."""
+    least = math.ceil(2 / smallest)
+    _, strata, counts = np.unique(y.astype(np.int8), axis=0, return_inverse=True, return_counts=True)
+    strata = strata.reshape(-1)
+    rare = counts[strata] < least
+    if rare.any():
+        strata[rare] = len(counts) if rare.sum() >= least else int(np.argmax(counts))
+    return np.unique(strata, return_inverse=True)[1].reshape(-1)
 
 
 def check_split_settings(val_fraction: float, test_fraction: float, cv_folds: int, cv_fold: int) -> None:

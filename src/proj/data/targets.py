@@ -5,6 +5,9 @@ classification: y holds class indices (int64); `classes` names them, `num_output
 regression: y holds float32 values, (N,) for one target or (N, k) for k; batches carry them raw and
     `target_stats` gives the training split's mean and std per column (saved with the run in `stats`), for the
     model to standardise with. The class-based options are refused with the setting to change.
+multilabel: y holds multi-hot rows (N, k) of 0 / 1, one column per label (`classes` names the labels, `num_classes`
+    counts them), kept as float32 so that MixUp / CutMix can mix them. class_weights becomes each label's
+    `pos_weight` (BCE's weight on positives); a resampling sampler is refused (a sample has no one class).
 """
 
 from collections import Counter
@@ -16,7 +19,7 @@ from torch import Tensor
 from proj.data.errors import DataError
 from proj.data.sampling import balanced_class_weights
 
-Task = Literal["classification", "regression"]
+Task = Literal["classification", "regression", "multilabel"]
 
 
 class TargetsMixin:
@@ -30,14 +33,44 @@ class TargetsMixin:
 
     def check_task(self, sampler: str, class_weights: Any, mixup_alpha: float, cutmix_alpha: float) -> None:
         """At construction: a known task, and for regression none of the options that act on classes."""
-        if self.task not in ("classification", "regression"):
-            raise DataError(f"{type(self).__name__}.task={self.task!r}: expected classification or regression")
+        if self.task not in ("classification", "regression", "multilabel"):
+            raise DataError(
+                f"{type(self).__name__}.task={self.task!r}: expected classification, regression or multilabel"
+            )
         if self.task == "regression":
             refuse_class_options(sampler, class_weights, mixup_alpha, cutmix_alpha)
+        if self.task == "multilabel" and sampler != "none":
+            raise DataError(
+                f"data.sampler={sampler!r} rebalances single classes, but a multi-label sample has several (or none): "
+                "set sampler: none, and class_weights: balanced to weigh each label's positives instead"
+            )
 
     @property
     def is_classification(self) -> bool:
         return self.task == "classification"
+
+    @property
+    def is_multilabel(self) -> bool:
+        return self.task == "multilabel"
+
+    def multi_hot(self, y: Tensor) -> Tensor:
+        """Multi-label targets as float32 (N, k) of 0 / 1, k the number of labels: a row of another width, or a
+        value other than 0 or 1, is one line naming the row."""
+        names, k = self.classes, self.num_classes
+        if y.ndim != 2 or y.shape[1] != k:
+            width = y.shape[1] if y.ndim == 2 else 1
+            raise DataError(
+                f"{type(self).__name__}: a label row has {width} value(s) for the {k} labels {names}: give each "
+                f"sample one 0 / 1 per label (targets of shape (N, {k}))"
+            )
+        bad = ~((y == 0) | (y == 1)).all(1)
+        if bad.any():
+            row = int(bad.nonzero()[0])
+            raise DataError(
+                f"{type(self).__name__}: label row {row} is {y[row].tolist()}: each value must be 0 or 1 "
+                f"(one per label of {names})"
+            )
+        return y.float()
 
     def float_targets(self, y: Tensor) -> Tensor:
         """Regression targets as float32, (N,) or (N, k), checked against target_names."""
@@ -55,7 +88,7 @@ class TargetsMixin:
     @property
     def num_outputs(self) -> int:
         """Outputs of the model: the number of classes, or of regression target columns."""
-        if self.is_classification:
+        if self.is_classification or self.is_multilabel:
             return self.num_classes
         if self.target_names:
             return len(self.target_names)
@@ -64,8 +97,8 @@ class TargetsMixin:
 
     @property
     def classes(self) -> list[str]:
-        """Class names ("0", "1", ... unless the dataset names them); empty for regression."""
-        if not self.is_classification:
+        """Class (or label) names ("0", "1", ... unless the dataset names them); empty for regression."""
+        if not (self.is_classification or self.is_multilabel):
             return []
         names = self.__dict__.get("_classes")
         return list(names) if names is not None else [str(i) for i in range(self.num_classes)]
@@ -77,7 +110,7 @@ class TargetsMixin:
     @property
     def target_stats(self) -> dict[str, list[float]] | None:
         """Regression: the mean and std of each target column over the training split; None for classes."""
-        if self.is_classification:
+        if self.task != "regression":
             return None
         self.setup()
         return {"mean": list(self.stats["target_mean"]), "std": list(self.stats["target_std"])}
@@ -91,20 +124,39 @@ class TargetsMixin:
             return self.placeholder_targets()
         if self.is_classification:
             return {"task": self.task, "classes": self.classes, "class_weights": self.class_weights}
+        if self.is_multilabel:
+            return {"task": self.task, "classes": self.classes, "pos_weight": self.class_weights}
         stats = self.target_stats
         return {"task": self.task, "names": self.target_names or None, "mean": stats["mean"], "std": stats["std"]}
 
     @property
     def class_weights(self) -> list[float] | None:
-        """Loss weights for the model (linked by the CLI): None, balanced from training counts, or given."""
+        """Loss weights for the model (linked by the CLI): None, balanced from training counts, or given.
+        Multi-label: each label's pos_weight, balanced = its negatives / its positives in the training split."""
         setting = self.hparams.class_weights
-        if setting == "none" or not self.is_classification:
+        if setting == "none" or not (self.is_classification or self.is_multilabel):
             return None
+        what = "labels" if self.is_multilabel else "classes"
         if setting == "balanced":
+            if self.is_multilabel:
+                return balanced_pos_weight(self.train_labels(), self.classes)
             return balanced_class_weights(self.train_labels(), self.num_classes)
         if len(setting) != self.num_classes:
-            raise DataError(f"data.class_weights has {len(setting)} values for {self.num_classes} classes")
+            raise DataError(f"data.class_weights has {len(setting)} values for {self.num_classes} {what}")
         return list(setting)
+
+
+def balanced_pos_weight(y: Tensor, names: Sequence[str]) -> list[float]:
+    """Each label's negatives / positives in the training split: BCE's pos_weight, which makes a label's positives
+    weigh as much in the loss as its negatives."""
+    positives = y.double().sum(0)
+    if (positives == 0).any() or (positives == len(y)).any():
+        label = names[int(((positives == 0) | (positives == len(y))).nonzero()[0])]
+        raise DataError(
+            f"data.class_weights=balanced: label {label!r} is always or never set in the training split, so its "
+            "weight would be 0 or infinite: give class_weights as a list, or drop that label"
+        )
+    return ((len(y) - positives) / positives).tolist()
 
 
 def as_names(values: Sequence[str | int] | None) -> list[str] | None:

@@ -4,7 +4,17 @@
 from proj.models.base import TaskModule
 from proj.models.batches import Batch, BatchError, BatchKeys
 from proj.models.classifier import Classifier
+from proj.models.multilabel import MultiLabelClassifier
 from proj.models.regressor import Regressor
 from proj.models.targets import TargetsMismatch
 
-__all__ = ["Batch", "BatchError", "BatchKeys", "Classifier", "Regressor", "TargetsMismatch", "TaskModule"]
+__all__ = [
+    "Batch",
+    "BatchError",
+    "BatchKeys",
+    "Classifier",
+    "MultiLabelClassifier",
+    "Regressor",
+    "TargetsMismatch",
+    "TaskModule",
+]

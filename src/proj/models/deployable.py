@@ -42,6 +42,8 @@ class Deployable(nn.Module):
         out = self.net((x - self.mean) / self.std)
         if self.task == "classification":
             return out.softmax(-1)
+        if self.task == "multilabel":  # each label's probability; the thresholds are applied by who reads them
+            return out.sigmoid()
         if self.task == "regression":
             return out * self.target_std + self.target_mean
         return out
@@ -62,5 +64,19 @@ def deployable(model: Any, dm: Any) -> Deployable:
     ).eval()
 
 
+def model_facts(model: Any) -> dict[str, Any]:
+    """What a deployed model's reader needs of the trained model: the task, the class (or label) names and target
+    names, and a multi-label model's threshold per label (applied to its probabilities)."""
+    thresholds = getattr(model, "thresholds", None)
+    return {
+        "task": model.task,
+        "classes": list(getattr(model, "class_names", [])),
+        "target_names": list(getattr(model, "target_names", [])),
+        **({"thresholds": [float(v) for v in thresholds]} if thresholds is not None else {}),
+    }
+
+
 def output_name(task: str) -> str:
-    return {"classification": "probabilities", "regression": "values"}.get(task, "outputs")
+    return {"classification": "probabilities", "multilabel": "probabilities", "regression": "values"}.get(
+        task, "outputs"
+    )

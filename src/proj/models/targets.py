@@ -15,7 +15,11 @@ class TargetsMismatch(ValueError):
 def check_task(cls: type, task: str, data_task: str | None) -> None:
     """A classifier refuses regression data and a regressor class data, before anything is built (a task of
     your own, with a name of its own, takes any data)."""
-    known = {"classification": "proj.models.Classifier", "regression": "proj.models.Regressor"}
+    known = {
+        "classification": "proj.models.Classifier",
+        "regression": "proj.models.Regressor",
+        "multilabel": "proj.models.MultiLabelClassifier",
+    }
     if task not in known or data_task not in known or task == data_task:
         return
     fix = f"set model.class_path: {known[data_task]}"

@@ -30,7 +30,7 @@ from proj.cli.parser import UsageError
 from proj.data.loaders import split_tensors
 from proj.extras.export.formats import TOLERANCE, export, measure, runner
 from proj.extras.export.formats import quantize as quantize_int8
-from proj.models.deployable import deployable, output_name
+from proj.models.deployable import deployable, model_facts, output_name
 
 MEASURED = 2000  # test images an export is checked and measured on, when the test split is read from files
 
@@ -81,24 +81,21 @@ def export_run(
     tolerance = TOLERANCE * max(1.0, float(np.abs(reference).max()))
     if diff > tolerance:
         raise RuntimeError(f"{path}: outputs differ from PyTorch by {diff:.2e} (> {tolerance:.1e}); not exported")
+    facts = model_facts(model)
     report: dict[str, Any] = {
-        "pytorch fp32": measure(
-            lambda a: module(torch.from_numpy(a)).detach().numpy(), None, x_test, y_test, model.task
-        )
+        "pytorch fp32": measure(lambda a: module(torch.from_numpy(a)).detach().numpy(), None, x_test, y_test, facts)
     }
-    report[f"{fmt} fp32"] = measure(run, path, x_test, y_test, model.task)
+    report[f"{fmt} fp32"] = measure(run, path, x_test, y_test, facts)
     # Paths relative to model.json's folder: a moved or copied run (or export folder) still finds its files.
     files = {"model": path.name}
     if quantize:
         qpath = quantize_int8(fmt, module, example, path, out / (f"model.int8.{path.suffix[1:]}"))
-        report[f"{fmt} int8"] = measure(runner(qpath, fmt), qpath, x_test, y_test, model.task)
+        report[f"{fmt} int8"] = measure(runner(qpath, fmt), qpath, x_test, y_test, facts)
         files["model_int8"] = qpath.name
     info = {
         "format": fmt,
         "files": files,
-        "task": model.task,
-        "classes": list(getattr(model, "class_names", [])),
-        "target_names": list(getattr(model, "target_names", [])),
+        **facts,
         "features": list(getattr(dm, "features", None) or []),  # a table's training columns, in input order
         "input_shape": ["batch", *dm.input_shape],
         "input_dtype": dm.stats["input"]["dtype"],

@@ -84,22 +84,28 @@ def latency_ms(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, repeats: 
     return 1000 * statistics.median(times)
 
 
-def test_score(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray, task: str) -> dict[str, float]:
-    """Accuracy for a classifier, RMSE in the target's units for a regressor, on the test split."""
-    out = run(x)
+def test_score(
+    run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray, facts: dict[str, Any]
+) -> dict[str, float]:
+    """On the test split: accuracy for a classifier, exact match at the thresholds for a multi-label model, RMSE in
+    the target's units for a regressor (facts: proj.models.deployable.model_facts)."""
+    out, task = run(x), facts["task"]
     if task == "classification":
         return {"test_accuracy": round(float((out.argmax(1) == y).mean()), 4)}
+    if task == "multilabel":
+        decided = out >= np.asarray(facts["thresholds"])
+        return {"test_exact_match": round(float((decided == (y >= 0.5)).all(1).mean()), 4)}
     if task == "regression":
         return {"test_rmse": round(float(np.sqrt(((out - y.reshape(out.shape)) ** 2).mean())), 4)}
     return {}
 
 
 def measure(
-    run: Callable[[np.ndarray], np.ndarray], path: Path | None, x: np.ndarray, y: np.ndarray, task: str
+    run: Callable[[np.ndarray], np.ndarray], path: Path | None, x: np.ndarray, y: np.ndarray, facts: dict[str, Any]
 ) -> dict[str, Any]:
     return {
         "size_kb": round(path.stat().st_size / 1024, 1) if path else None,
         "latency_ms_batch1": round(latency_ms(run, x[:1]), 3),
         "latency_ms_batch64": round(latency_ms(run, x[:64]), 3),
-        **test_score(run, x, y, task),
+        **test_score(run, x, y, facts),
     }

@@ -116,6 +116,9 @@ def card_facts(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, An
         names = getattr(pl_module, name, None)
         if names:
             facts["classes" if name == "class_names" else "target_names"] = [str(n) for n in names]
+    thresholds = getattr(pl_module, "thresholds", None)  # a multi-label model's decision threshold per label
+    if thresholds is not None and facts.get("classes"):
+        facts["thresholds"] = [round(float(v), 4) for v in thresholds]
     if trainer.state.fn == "fit":
         facts["trained"] = {"epochs": trainer.current_epoch, "optimizer_steps": trainer.global_step}
     facts["recipe"] = recipe(params, pl_module, data_keys, trainer)

@@ -54,7 +54,8 @@ def sections(text: str) -> dict[str, str]:
 
 def task_section(card: dict[str, Any]) -> str:
     names = card.get("classes") or card.get("target_names") or []
-    what = f"{len(names)} classes" if "classes" in card else f"{len(names)} target(s)" if names else ""
+    kind = "labels" if card.get("task") == "multilabel" else "classes"
+    what = f"{len(names)} {kind}" if "classes" in card else f"{len(names)} target(s)" if names else ""
     net = f" on {card['net']}" if card.get("net") else ""
     return f"{card.get('task', 'unknown')}{': ' + what if what else ''}, with {card.get('model')}{net}."
 
@@ -72,6 +73,8 @@ def data_section(card: dict[str, Any]) -> str:
 
 def names_section(card: dict[str, Any]) -> str:
     names = card.get("classes") or card.get("target_names") or []
+    if card.get("thresholds"):  # multi-label: each label with its decision threshold
+        return ", ".join(f"`{n}` (threshold {t:g})" for n, t in zip(names, card["thresholds"], strict=False))
     return ", ".join(f"`{n}`" for n in names) if names else "_Not known to the model._"
 
 

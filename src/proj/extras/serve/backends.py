@@ -60,11 +60,21 @@ class TorchBackend:
 
 
 def outputs_to_json(facts: dict[str, Any], outputs: np.ndarray) -> list[dict[str, Any]]:
-    """One prediction per sample: the class and every class's probability, or the values by target name."""
+    """One prediction per sample: the class and every class's probability, the labels set and every label's
+    probability, or the values by target name."""
     if facts["task"] == "classification":
         names = facts["classes"]
         return [
             {"class": names[int(p.argmax())], "probabilities": dict(zip(names, map(float, p), strict=True))}
+            for p in outputs
+        ]
+    if facts["task"] == "multilabel":  # the labels whose probability reaches their threshold
+        names, thresholds = facts["classes"], np.asarray(facts["thresholds"])
+        return [
+            {
+                "labels": [n for n, on in zip(names, p >= thresholds, strict=True) if on],
+                "probabilities": dict(zip(names, map(float, p), strict=True)),
+            }
             for p in outputs
         ]
     if facts["task"] == "regression":

@@ -157,7 +157,7 @@ def torch_backend(run_dir: Path, ckpt: Path, threads: int) -> tuple[Any, dict[st
     Checkpoints written before the data's input facts were saved with them are built through config.yaml."""
     from proj.cli.checkpoints import model_of_checkpoint, read_checkpoint
     from proj.extras.serve.backends import TorchBackend
-    from proj.models.deployable import Deployable
+    from proj.models.deployable import Deployable, model_facts
 
     if not Path(ckpt).is_file():
         raise UsageError(f"--ckpt_path {ckpt} does not exist")
@@ -174,9 +174,7 @@ def torch_backend(run_dir: Path, ckpt: Path, threads: int) -> tuple[Any, dict[st
     ).eval()  # fmt: skip
     facts = {
         "format": "pytorch",
-        "task": model.task,
-        "classes": list(getattr(model, "class_names", [])),
-        "target_names": list(getattr(model, "target_names", [])),
+        **model_facts(model),
         "features": list(data["input"].get("features", [])),
         "input_shape": ["batch", *shape],
         "input_dtype": data["input"]["dtype"],
@@ -190,15 +188,13 @@ def torch_backend_from_config(run_dir: Path, ckpt: Path, threads: int) -> tuple[
     from proj.cli.checkpoints import load_trained
     from proj.cli.run import lightning_main
     from proj.extras.serve.backends import TorchBackend
-    from proj.models.deployable import deployable
+    from proj.models.deployable import deployable, model_facts
 
     args = ["--config", str(run_dir / "config.yaml"), "--trainer.logger=false", "--init_from=null"]
     model, dm = load_trained(lightning_main(args, run=False), str(ckpt))
     facts = {
         "format": "pytorch",
-        "task": model.task,
-        "classes": list(getattr(model, "class_names", [])),
-        "target_names": list(getattr(model, "target_names", [])),
+        **model_facts(model),
         "features": list(getattr(dm, "features", None) or []),
         "input_shape": ["batch", *dm.input_shape],
         "input_dtype": dm.stats["input"]["dtype"],

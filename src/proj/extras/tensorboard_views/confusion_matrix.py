@@ -1,7 +1,8 @@
 """ConfusionMatrix: a figure of the validation confusion matrix every few epochs and at the end of fit.
 
-Classification only: in the default config for every task, it does nothing, silently, when the model
-is not a classifier, so a regression experiment does not have to rewrite the callback list.
+Classification and multi-label (one 2 x 2 matrix per label, at the model's thresholds, side by side): in the
+default config for every task, it does nothing, silently, for other tasks, so a regression experiment does not
+have to rewrite the callback list.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import lightning.pytorch as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
-from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassConfusionMatrix, MultilabelConfusionMatrix
 
 from proj.extras.tensorboard_views.logger_output import log_image
 
@@ -26,24 +27,26 @@ class ConfusionMatrix(Callback):
 
     def __init__(self, every_n_epochs: int = 10) -> None:
         self.every_n_epochs = every_n_epochs
-        self.matrix: MulticlassConfusionMatrix | None = None
+        self.matrix: MulticlassConfusionMatrix | MultilabelConfusionMatrix | None = None
         self.undrawn: tuple[np.ndarray, int, int] | None = None  # (matrix, epoch, step) not drawn yet
         self.active = True
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.active = getattr(pl_module, "task", None) == "classification"  # else silent: the view does not apply
+        self.task = getattr(pl_module, "task", None)
+        self.active = self.task in ("classification", "multilabel")  # else silent: the view does not apply
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.active:
             return
         if self.matrix is None:  # no per-batch argument checks: on a GPU each would wait for the device
-            self.matrix = MulticlassConfusionMatrix(pl_module.num_outputs, normalize="true", validate_args=False)
+            kind = MultilabelConfusionMatrix if self.task == "multilabel" else MulticlassConfusionMatrix
+            self.matrix = kind(pl_module.num_outputs, normalize="true", validate_args=False)
         self.matrix = self.matrix.to(pl_module.device)
         self.matrix.reset()
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self.active and isinstance(outputs, dict) and "probs" in outputs:
-            self.matrix.update(outputs["probs"], outputs["target"])
+            self.matrix.update(outputs.get("decided", outputs["probs"]), outputs["target"])
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.active:
@@ -61,7 +64,21 @@ class ConfusionMatrix(Callback):
             return
         (matrix, epoch, step), self.undrawn = self.undrawn, None
         names = getattr(trainer.lightning_module, "class_names", None) or range(len(matrix))
-        log_image(trainer, "val/confusion_matrix", confusion_image(matrix, names, f"validation, epoch {epoch}"), step)
+        title = f"validation, epoch {epoch}"
+        if matrix.ndim == 3:  # multi-label: (labels, 2, 2)
+            image = side_by_side(
+                [confusion_image(m, ("no", "yes"), f"{name}, {title}") for m, name in zip(matrix, names, strict=False)]
+            )
+        else:
+            image = confusion_image(matrix, names, title)
+        log_image(trainer, "val/confusion_matrix", image, step)
+
+
+def side_by_side(images: list[np.ndarray]) -> np.ndarray:
+    """RGB images in a row on a white ground, top-aligned."""
+    height = max(image.shape[0] for image in images)
+    padded = [np.pad(im, ((0, height - im.shape[0]), (0, 8), (0, 0)), constant_values=255) for im in images]
+    return np.concatenate(padded, 1)
 
 
 def confusion_image(matrix: np.ndarray, class_names: Sequence[Any], title: str) -> np.ndarray:
