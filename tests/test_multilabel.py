@@ -167,3 +167,16 @@ def test_splits_keep_each_label_combinations_share_and_pool_rare_ones():
             continue
         in_test = (y[splits["test"]] == combo).all(1).sum()
         assert abs(in_test - 0.2 * n) <= 1, (combo, n, in_test)
+
+
+def test_thresholds_no_sample_reaches_do_not_win_and_ties_take_the_one_nearest_half():
+    from torchmetrics.classification import MultilabelPrecisionRecallCurve
+
+    from proj.models.multilabel import GRID, best_f1_thresholds
+
+    target = torch.tensor([[1, 0], [0, 1], [1, 1], [0, 0]] * 10)
+    g = torch.Generator().manual_seed(0)  # separable: negatives below 0.3, positives in 0.6 .. 0.9
+    probs = torch.where(target.bool(), 0.6 + 0.3 * torch.rand(40, 2, generator=g), 0.3 * torch.rand(40, 2, generator=g))
+    curve = MultilabelPrecisionRecallCurve(2, thresholds=GRID)
+    curve.update(probs, target)
+    assert best_f1_thresholds(*curve.compute()).tolist() == pytest.approx([0.5, 0.5])

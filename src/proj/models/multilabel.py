@@ -143,10 +143,15 @@ class MultiLabelClassifier(TaskModule):
 
 
 def best_f1_thresholds(precision: Tensor, recall: Tensor, grid: Tensor) -> Tensor:
-    """Per label, the threshold of the grid with the highest F1 (the lowest such one on a tie)."""
+    """Per label, the threshold of the grid with the highest F1; of tied ones (a label the model separates well
+    ties over a whole range), the nearest to 0.5. A threshold no sample reaches has an undefined precision (0 / 0):
+    its F1 counts as 0."""
     p, r = precision[:, : len(grid)], recall[:, : len(grid)]
-    f1 = 2 * p * r / (p + r).clamp_min(1e-12)
-    return grid.to(f1.device)[f1.argmax(1)]
+    f1 = (2 * p * r / (p + r).clamp_min(1e-12)).nan_to_num(0.0)
+    grid = grid.to(f1.device)
+    tied = f1 >= f1.max(1, keepdim=True).values - 1e-6
+    distance = torch.where(tied, (grid - 0.5).abs(), torch.inf)
+    return grid[distance.argmin(1)]
 
 
 def given_thresholds(setting: float | list[float] | str, names: list[str]) -> Tensor:
