@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import ClasswiseWrapper, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassAUROC,
@@ -61,22 +61,24 @@ class Classifier(TaskModule):
 
     def make_metrics(self, split: str) -> MetricCollection:
         """Accuracy, macro precision / recall / F1 and macro one-vs-rest ROC-AUC (binned for training, so its
-        memory stays constant however long the epoch).
+        memory stays constant however long the epoch), and each class's F1 on validation and test.
 
         validate_args=False: torchmetrics would otherwise check every batch's values (labels in range,
         probabilities in [0, 1]), which on a GPU makes the host wait for the device at every update; the loss,
         computed on the same batch, already fails on a label out of range."""
         n, checks = self.num_outputs, {"validate_args": False}
-        return MetricCollection(
-            {
-                "acc": MulticlassAccuracy(n, average="micro", **checks),
-                "precision": MulticlassPrecision(n, average="macro", **checks),
-                "recall": MulticlassRecall(n, average="macro", **checks),
-                "f1": MulticlassF1Score(n, average="macro", **checks),
-                "auroc": MulticlassAUROC(n, average="macro", thresholds=100 if split == "train" else None, **checks),
-            },
-            prefix=f"{split}/",
-        )
+        metrics = {
+            "acc": MulticlassAccuracy(n, average="micro", **checks),
+            "precision": MulticlassPrecision(n, average="macro", **checks),
+            "recall": MulticlassRecall(n, average="macro", **checks),
+            "f1": MulticlassF1Score(n, average="macro", **checks),
+            "auroc": MulticlassAUROC(n, average="macro", thresholds=100 if split == "train" else None, **checks),
+        }
+        if split != "train":  # each class's F1 (val/f1_<class>): which classes a model gets wrong, epoch by epoch
+            metrics["class_f1"] = ClasswiseWrapper(
+                MulticlassF1Score(n, average=None, **checks), self.class_names, "f1_"
+            )
+        return MetricCollection(metrics, prefix=f"{split}/")
 
     def update_metrics(self, metrics: MetricCollection, outputs: Tensor, target: Tensor) -> dict[str, Tensor]:
         probs = outputs.softmax(-1)
