@@ -24,6 +24,10 @@ BENCHMARKS = [
     ("Template overhead against plain Lightning and a hand-written loop", ["overhead.py"]),
     ("A realistic step: one ResNet-20 epoch, template against a hand-written loop", ["resnet_epoch.py"]),
     ("Time to 99% test accuracy", ["time_to_accuracy.py", "--seeds", "7"]),
+    (
+        "Variable-length sequences: one epoch of recorded speech, template against a hand-written loop",
+        ["sequence_epoch.py"],
+    ),
     ("Start-up", ["startup.py"]),
     ("Data path: augmentation on the device", ["data_path.py"]),
     ("Data at scale: memory and images / s of a lazy folder and streamed shards", ["data_scale.py"]),

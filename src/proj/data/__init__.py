@@ -7,6 +7,8 @@ from proj.data.digits import DigitsDataModule, MultiLabelDigitsDataModule
 from proj.data.errors import DataError
 from proj.data.image_folder import ImageFolderDataModule
 from proj.data.imbalanced_digits import ImbalancedDigitsDataModule
+from proj.data.sequence_data import JapaneseVowelsDataModule, SequenceDataModule, SequenceFileDataModule
+from proj.data.sequences import Padded
 from proj.data.tabular import CSVDataModule
 
 __all__ = [
@@ -19,5 +21,9 @@ __all__ = [
     "DigitsDataModule",
     "ImageFolderDataModule",
     "ImbalancedDigitsDataModule",
+    "JapaneseVowelsDataModule",
     "MultiLabelDigitsDataModule",
+    "Padded",
+    "SequenceDataModule",
+    "SequenceFileDataModule",
 ]

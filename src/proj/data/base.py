@@ -32,8 +32,14 @@ from proj.data.splits import check_split_settings, split_indices
 from proj.data.standardization import channel_stats, standardize
 from proj.data.targets import TargetsMixin, target_stats
 
-# x: the samples as an array, or as files read when asked (an image folder's lazy path)
-Arrays = tuple[np.ndarray | Tensor | ImageFiles, np.ndarray | Tensor]
+# x: the samples as an array, as files read when asked (an image folder's lazy path), or as a dataset of its own
+# with `subset` (and `concat` for a fixed test set): variable-length sequences (sequences.Sequences)
+Arrays = tuple[np.ndarray | Tensor | ImageFiles | Dataset, np.ndarray | Tensor]
+
+
+def as_samples(x: Any) -> Tensor | Dataset:
+    """An array as a tensor; a dataset that picks its own subsets (files, sequences) as it is."""
+    return x if hasattr(x, "subset") else torch.as_tensor(x)
 
 
 class ArrayDataModule(Loaders, PredictOnly, TargetsMixin, L.LightningDataModule):
@@ -158,12 +164,13 @@ class ArrayDataModule(Loaders, PredictOnly, TargetsMixin, L.LightningDataModule)
         if self.splits:  # made once: fit then test in one process reuses the same split and statistics
             return
         x, y = self.load_arrays()
-        x, y = (x if isinstance(x, ImageFiles) else torch.as_tensor(x)), torch.as_tensor(y)
+        x, y = as_samples(x), torch.as_tensor(y)
         test = self.load_test_arrays()
         fixed_test = 0
         if test is not None:
-            tx, ty = (torch.as_tensor(a) for a in test)
-            x, y, fixed_test = torch.cat([x, tx]), torch.cat([y, ty]), len(ty)
+            tx, ty = as_samples(test[0]), torch.as_tensor(test[1])
+            x = x.concat(tx) if hasattr(x, "concat") else torch.cat([x, tx])
+            y, fixed_test = torch.cat([y, ty]), len(ty)
         y = self.class_targets(y) if self.task != "regression" else self.float_targets(y)
         indices = {k: torch.as_tensor(v) for k, v in self.split_indices(y.numpy(), fixed_test).items()}
         self.stats = dict(self.restored)  # restored from a checkpoint, or fitted below on the training split

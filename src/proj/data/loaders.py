@@ -36,12 +36,15 @@ def split_tensors(split: Dataset, limit: int | None = None) -> tuple[Tensor, Ten
 class Loaders:
     """Mixed into ArrayDataModule, which gives hparams, splits, batch_size, trainer and train_labels()."""
 
+    # How samples become a batch: stacked, leaving out those a file could not be read for (sequences pad instead)
+    collate = staticmethod(collate_present)
+
     def loader(self, split: str, shuffle: bool = False, sampler: Any = None) -> DataLoader:
         hp, data = self.hparams, self.splits[split]
         return DataLoader(
             data, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler, num_workers=hp.num_workers,
             pin_memory=hp.pin_memory, persistent_workers=hp.persistent_workers and hp.num_workers > 0,
-            collate_fn=collate_present,
+            collate_fn=self.collate,
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
@@ -58,7 +61,7 @@ class Loaders:
             data, batch_size=self.batch_size, sampler=sampler or EpochShuffle(len(data), seed),
             generator=torch.Generator().manual_seed(seed), num_workers=hp.num_workers,
             pin_memory=hp.pin_memory, persistent_workers=hp.persistent_workers and hp.num_workers > 0,
-            collate_fn=collate_present,
+            collate_fn=self.collate,
         )  # fmt: skip
 
     def resident(self) -> bool:

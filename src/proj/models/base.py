@@ -137,6 +137,8 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
         if not self.inputs_checked:  # the first batch: its shape against the data's input_shape, once
             check_input_shape(x, self.hparams.input_shape)
             self.inputs_checked = True
+        if isinstance(x, tuple):  # inputs of several tensors (a padded batch: values, lengths, mask) are the net's
+            return self.net(*x)
         if self.hparams.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)

@@ -73,6 +73,13 @@ def labelled(target: Tensor | None, split: str) -> Tensor:
 def check_input_shape(inputs: Any, input_shape: Sequence[int]) -> None:
     """The first batch's inputs against the data module's input_shape, which the net was built for: a mismatch is
     one line naming both, not a shape error from inside the net's first layer."""
+    if isinstance(inputs, tuple) and inputs and isinstance(inputs[0], Tensor):  # (values, ...): one step's shape
+        found = list(inputs[0].shape[2:])
+        if found != list(input_shape):
+            raise BatchError(
+                f"a batch's sequences have {found} values per step, but the data module's input_shape is "
+                f"{list(input_shape)}, which the net was built for: set input_shape to one step's shape ({DOCS})"
+            )
     if isinstance(inputs, Tensor) and list(inputs.shape[1:]) != list(input_shape):
         raise BatchError(
             f"a batch's inputs have the shape {list(inputs.shape)}, one sample {list(inputs.shape[1:])}, but the data "

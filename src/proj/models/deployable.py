@@ -1,9 +1,10 @@
 """The model as it is deployed: raw inputs in, the task's predictions out.
 
 It takes raw inputs as the data module stores them (digits 0..16, images as uint8 0..255, table rows after
-imputation) with any batch size. Scaling and standardisation with the training statistics are inside, and so is
-the task's output: class probabilities for a classifier, values in the target's units for a regressor (its target
-standardisation undone). The export and serve extras, and the weight-averaging tests, all use this one module.
+imputation, sequences padded, with their lengths) with any batch size. Scaling and standardisation with the
+training statistics are inside, and so is the task's output: class probabilities for a classifier (each label's
+for a multi-label model), values in the target's units for a regressor (its target standardisation undone).
+The export and serve extras, and the weight-averaging tests, all use this one module.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from proj.nets.sequence import padding_mask
 
 
 class Deployable(nn.Module):
@@ -28,18 +31,24 @@ class Deployable(nn.Module):
         task: str = "classification",
         target_mean: Tensor | None = None,
         target_std: Tensor | None = None,
+        sequence: bool = False,
     ):
         super().__init__()
-        self.net, self.scale, self.task = net, scale, task
-        shape = (1, -1) + (1,) * (ndim - 2)
+        self.net, self.scale, self.task, self.sequence = net, scale, task, sequence
+        shape = (1, 1, -1) if sequence else (1, -1) + (1,) * (ndim - 2)  # sequences: features last
         self.register_buffer("mean", torch.tensor(mean or [0.0]).view(shape))
         self.register_buffer("std", torch.tensor(std or [1.0]).view(shape))
         self.register_buffer("target_mean", torch.zeros(1) if target_mean is None else target_mean.detach().clone())
         self.register_buffer("target_std", torch.ones(1) if target_std is None else target_std.detach().clone())
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x.to(torch.float32) * self.scale
-        out = self.net((x - self.mean) / self.std)
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """x: a batch of raw samples; for sequences, (batch, time, features) padded, with each one's length."""
+        x = (x.to(torch.float32) * self.scale - self.mean) / self.std
+        if lengths is None:
+            out = self.net(x)
+        else:  # the padding stays zero after standardisation, as in training (proj.data.sequence_data)
+            mask = padding_mask(lengths, x.shape[1])
+            out = self.net(x * mask[..., None], lengths, mask)
         if self.task == "classification":
             return out.softmax(-1)
         if self.task == "multilabel":  # each label's probability; the thresholds are applied by who reads them
@@ -61,6 +70,7 @@ def deployable(model: Any, dm: Any) -> Deployable:
         task=model.task,
         target_mean=getattr(model, "target_mean", None),
         target_std=getattr(model, "target_std", None),
+        sequence=bool((stats.get("input") or {}).get("sequence")),
     ).eval()
 
 

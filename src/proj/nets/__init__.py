@@ -7,5 +7,6 @@ Every net names its parts `stem`, `body` and `head`, so parameter-group rules in
 from proj.nets.cnn import SmallCNN
 from proj.nets.mlp import MLP
 from proj.nets.resnet import ResNet
+from proj.nets.sequence import SequenceCNN, SequenceGRU, SequenceTransformer
 
-__all__ = ["MLP", "ResNet", "SmallCNN"]
+__all__ = ["MLP", "ResNet", "SequenceCNN", "SequenceGRU", "SequenceTransformer", "SmallCNN"]

@@ -70,7 +70,7 @@ def fold_config(cli: ConfigCommandCLI, folds: int, k: int, save_dir: Path, run_n
 def refuse_data_without_folds(dm: Any) -> None:
     """Each fold is a fit of the same config with `data.init_args.cv_folds` and `cv_fold` set: a data module
     without those two arguments cannot make the folds (the template's take them: proj.data.ArrayDataModule)."""
-    accepted = inspect.signature(type(dm).__init__).parameters
+    accepted = init_arguments(type(dm))
     missing = [name for name in ("cv_folds", "cv_fold") if name not in accepted]
     if missing:
         raise UsageError(
@@ -78,6 +78,20 @@ def refuse_data_without_folds(dm: Any) -> None:
             "test split: give it `cv_folds: int = 0, cv_fold: int = 0` and make the test split fold cv_fold of "
             "cv_folds (or subclass proj.data.ArrayDataModule, which does)"
         )
+
+
+def init_arguments(cls: type) -> set[str]:
+    """The arguments a class's __init__ takes, those it passes on to its parent's through **kwargs included (as
+    the configuration parser follows them: SequenceDataModule(jitter, ..., **kwargs))."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in klass.__dict__:
+            continue
+        parameters = inspect.signature(klass.__dict__["__init__"]).parameters.values()
+        names |= {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    return names
 
 
 def summarise(results: list[dict[str, float]]) -> dict[str, dict[str, float]]:

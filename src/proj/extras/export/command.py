@@ -28,7 +28,7 @@ from proj.cli.checkpoints import load_trained
 from proj.cli.config_commands import ConfigCommandCLI, run_config_command
 from proj.cli.parser import UsageError
 from proj.data.loaders import split_tensors
-from proj.extras.export.formats import TOLERANCE, export, measure, runner
+from proj.extras.export.formats import TOLERANCE, SequenceInputs, export, measure, runner, torch_args
 from proj.extras.export.formats import quantize as quantize_int8
 from proj.models.deployable import deployable, model_facts, output_name
 
@@ -64,8 +64,9 @@ def export_run(
     # The parity check and the accuracy of each format: the test split, or its first images when they are read
     # from files (a folder of any size: the images are decoded into memory here).
     test = dm.splits["test"]
-    x_test, y_test = (t.numpy() for t in split_tensors(test, None if isinstance(test, TensorDataset) else MEASURED))
-    example = torch.from_numpy(x_test[:64])
+    x, y = split_tensors(test, None if isinstance(test, TensorDataset) else MEASURED)
+    x_test, y_test = as_inputs(x), y.numpy()
+    example = x_test[:64]
     out = Path(out or (cli.run_dir or run_dir_of_checkpoint(ckpt)) / "export")
     out.mkdir(parents=True, exist_ok=True)
     path = export(module, example, fmt, out / ("model.onnx" if fmt == "onnx" else "model.pt"))
@@ -73,7 +74,7 @@ def export_run(
     # Parity: the exported file against PyTorch on a test batch, and on a batch of another size.
     run = runner(path, fmt)
     with torch.no_grad():
-        reference = module(torch.from_numpy(x_test)).numpy()
+        reference = module(*torch_args(x_test)).numpy()
     diff = max(
         float(np.abs(run(x_test[:64]) - reference[:64]).max()), float(np.abs(run(x_test[:7]) - reference[:7]).max())
     )
@@ -83,7 +84,7 @@ def export_run(
         raise RuntimeError(f"{path}: outputs differ from PyTorch by {diff:.2e} (> {tolerance:.1e}); not exported")
     facts = model_facts(model)
     report: dict[str, Any] = {
-        "pytorch fp32": measure(lambda a: module(torch.from_numpy(a)).detach().numpy(), None, x_test, y_test, facts)
+        "pytorch fp32": measure(lambda a: module(*torch_args(a)).detach().numpy(), None, x_test, y_test, facts)
     }
     report[f"{fmt} fp32"] = measure(run, path, x_test, y_test, facts)
     # Paths relative to model.json's folder: a moved or copied run (or export folder) still finds its files.
@@ -97,7 +98,7 @@ def export_run(
         "files": files,
         **facts,
         "features": list(getattr(dm, "features", None) or []),  # a table's training columns, in input order
-        "input_shape": ["batch", *dm.input_shape],
+        "input_shape": ["batch", *(["time"] if module.sequence else []), *dm.input_shape],
         "input_dtype": dm.stats["input"]["dtype"],
         "output": f"{output_name(model.task)} (batch, {model.num_outputs})",
         "scale": dm.scale,
@@ -117,6 +118,13 @@ def export_run(
         value = f"{m[score]:.4f}" if score else ""
         print(f"{label:<16}{size:>10}{m['latency_ms_batch1']:>12.3f}{m['latency_ms_batch64']:>13.3f}{value:>15}")
     return info
+
+
+def as_inputs(x: Any) -> np.ndarray | SequenceInputs:
+    """A split's samples as the exported model takes them: an array, or padded sequences with their lengths."""
+    if isinstance(x, tuple):  # proj.data.sequences.Padded
+        return SequenceInputs(x.values.numpy(), x.lengths.numpy())
+    return x.numpy()
 
 
 def copy_records(run_dir: Path, out: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,37 +24,68 @@ FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
 
 
-def export(module: Deployable, example: Tensor, fmt: str, path: Path) -> Path:
+@dataclass
+class SequenceInputs:
+    """Sequences as an exported model takes them: values (batch, time, features) padded, and lengths (batch,).
+    Sliced like an array: a slice keeps the steps up to its own longest sequence."""
+
+    values: np.ndarray
+    lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, rows: slice) -> SequenceInputs:
+        lengths = self.lengths[rows]
+        return SequenceInputs(self.values[rows, : int(lengths.max())], lengths)
+
+
+Inputs = np.ndarray | SequenceInputs
+
+
+def torch_args(x: Inputs) -> tuple[Tensor, ...]:
+    """The module's arguments for a batch of inputs."""
+    if isinstance(x, SequenceInputs):
+        return torch.from_numpy(x.values), torch.from_numpy(x.lengths)
+    return (torch.from_numpy(x),)
+
+
+def export(module: Deployable, example: Inputs, fmt: str, path: Path) -> Path:
+    args = torch_args(example)
     if fmt == "onnx":
         batch = torch.export.Dim("batch", min=1)
+        if isinstance(example, SequenceInputs):  # any number of sequences of any length
+            names, shapes = ["values", "lengths"], ({0: batch, 1: torch.export.Dim("time", min=1)}, {0: batch})
+        else:
+            names, shapes = ["input"], ({0: batch},)
         torch.onnx.export(
             module,
-            (example,),
+            args,
             str(path),
             dynamo=True,
             external_data=False,  # one file
-            input_names=["input"],
+            input_names=names,
             output_names=[output_name(module.task)],
-            dynamic_shapes=({0: batch},),
+            dynamic_shapes=shapes,
         )
     else:
-        torch.jit.save(torch.jit.trace(module, example), str(path))
+        torch.jit.save(torch.jit.trace(module, args), str(path))
     return path
 
 
-def runner(path: Path, fmt: str) -> Callable[[np.ndarray], np.ndarray]:
-    """A function that runs the exported file: raw input array -> probabilities."""
+def runner(path: Path, fmt: str) -> Callable[[Inputs], np.ndarray]:
+    """A function that runs the exported file: raw inputs -> probabilities (or values)."""
     if fmt == "onnx":
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
+        names = [i.name for i in session.get_inputs()]
+        return lambda x: session.run(None, dict(zip(names, (a.numpy() for a in torch_args(x)), strict=True)))[0]
     scripted = torch.jit.load(str(path))
-    return lambda x: scripted(torch.from_numpy(x)).detach().numpy()
+    return lambda x: scripted(*torch_args(x)).detach().numpy()
 
 
-def quantize(fmt: str, module: Deployable, example: Tensor, path: Path, out: Path) -> Path:
+def quantize(fmt: str, module: Deployable, example: Inputs, path: Path, out: Path) -> Path:
     if fmt == "onnx":  # onnxruntime quantises MatMul / Gemm and convolutions
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -70,11 +102,11 @@ def quantize(fmt: str, module: Deployable, example: Tensor, path: Path, out: Pat
             plain.unlink(missing_ok=True)
         return out
     quantized = torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)  # linear layers
-    torch.jit.save(torch.jit.trace(quantized, example), str(out))
+    torch.jit.save(torch.jit.trace(quantized, torch_args(example)), str(out))
     return out
 
 
-def latency_ms(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, repeats: int = 30) -> float:
+def latency_ms(run: Callable[[Inputs], np.ndarray], x: Inputs, repeats: int = 30) -> float:
     run(x)  # warm-up
     times = []
     for _ in range(repeats):
@@ -85,7 +117,7 @@ def latency_ms(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, repeats: 
 
 
 def test_score(
-    run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray, facts: dict[str, Any]
+    run: Callable[[Inputs], np.ndarray], x: Inputs, y: np.ndarray, facts: dict[str, Any]
 ) -> dict[str, float]:
     """On the test split: accuracy for a classifier, exact match at the thresholds for a multi-label model, RMSE in
     the target's units for a regressor (facts: proj.models.deployable.model_facts)."""
@@ -101,7 +133,7 @@ def test_score(
 
 
 def measure(
-    run: Callable[[np.ndarray], np.ndarray], path: Path | None, x: np.ndarray, y: np.ndarray, facts: dict[str, Any]
+    run: Callable[[Inputs], np.ndarray], path: Path | None, x: Inputs, y: np.ndarray, facts: dict[str, Any]
 ) -> dict[str, Any]:
     return {
         "size_kb": round(path.stat().st_size / 1024, 1) if path else None,

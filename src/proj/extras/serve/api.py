@@ -62,7 +62,8 @@ class ModelAPI(ls.LitAPI):
             raise HTTPException(err.status, detail=err.body()) from None
 
     def batch(self, inputs: list[np.ndarray]) -> Batch:
-        return Batch(np.concatenate(inputs), [len(x) for x in inputs])
+        samples = np.concatenate(inputs) if isinstance(inputs[0], np.ndarray) else [s for x in inputs for s in x]
+        return Batch(samples, [len(x) for x in inputs])  # sequences: a list, padded by the backend
 
     def predict(self, x: np.ndarray | Batch) -> np.ndarray | Batch:
         start = time.perf_counter()

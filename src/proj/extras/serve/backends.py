@@ -32,10 +32,10 @@ class OnnxBackend:
         # run with each setting, when a worker had two threads; one thread has no pool to spin).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: x})[0]
+    def __call__(self, x: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        names = [i.name for i in self.session.get_inputs()]
+        return self.session.run(None, dict(zip(names, model_inputs(x), strict=True)))[0]
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "session": None}  # a session is not picklable: `load` makes one per worker
@@ -56,7 +56,19 @@ class TorchBackend:
         import torch
 
         with torch.inference_mode():
-            return self.module(torch.from_numpy(x)).numpy()
+            return self.module(*(torch.from_numpy(a) for a in model_inputs(x))).numpy()
+
+
+def model_inputs(x: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """A batch as the model takes it: the array, or sequences (a list of (frames, features)) padded with zeros to
+    the longest, with their lengths."""
+    if isinstance(x, np.ndarray):
+        return (x,)
+    lengths = np.array([len(s) for s in x], dtype=np.int64)
+    values = np.zeros((len(x), int(lengths.max()), *x[0].shape[1:]), dtype=x[0].dtype)
+    for i, s in enumerate(x):
+        values[i, : len(s)] = s
+    return values, lengths
 
 
 def outputs_to_json(facts: dict[str, Any], outputs: np.ndarray) -> list[dict[str, Any]]:

@@ -168,15 +168,16 @@ def torch_backend(run_dir: Path, ckpt: Path, threads: int) -> tuple[Any, dict[st
         return torch_backend_from_config(run_dir, ckpt, threads)
     model = model_of_checkpoint(checkpoint, str(ckpt))
     shape = list(model.hparams.input_shape)
+    sequence = bool(data["input"].get("sequence"))
     module = Deployable(
         model.net, data["input"]["scale"], data.get("mean"), data.get("std"), len(shape) + 1, model.task,
-        getattr(model, "target_mean", None), getattr(model, "target_std", None),
+        getattr(model, "target_mean", None), getattr(model, "target_std", None), sequence,
     ).eval()  # fmt: skip
     facts = {
         "format": "pytorch",
         **model_facts(model),
         "features": list(data["input"].get("features", [])),
-        "input_shape": ["batch", *shape],
+        "input_shape": ["batch", *(["time"] if sequence else []), *shape],
         "input_dtype": data["input"]["dtype"],
         "source_checkpoint": str(ckpt),
     }
@@ -196,7 +197,7 @@ def torch_backend_from_config(run_dir: Path, ckpt: Path, threads: int) -> tuple[
         "format": "pytorch",
         **model_facts(model),
         "features": list(getattr(dm, "features", None) or []),
-        "input_shape": ["batch", *dm.input_shape],
+        "input_shape": ["batch", *(["time"] if dm.stats["input"].get("sequence") else []), *dm.input_shape],
         "input_dtype": dm.stats["input"]["dtype"],
         "source_checkpoint": str(ckpt),
     }

@@ -3,6 +3,8 @@
     {"inputs": [SAMPLE, ...]}   SAMPLE: nested lists of raw values of the model's input shape (a 1-channel
                                 image may leave out its channel axis), or a base64 PNG (images only)
     {"rows": [{"age": 59, "sex": 2, ...}, ...]}   tables: one object per row, keyed by the training columns
+    {"inputs": [FRAMES, ...]}   sequences: each a list of frames, each frame a list of the model's features (any
+                                number of frames, at least one; a batch is padded in the worker)
 
 Raw values are those the data module stores (digits 0..16, uint8 images 0..255, table rows in their units): the
 backend applies the run's scaling and standardisation, so a client never re-implements them. A PNG's pixel
@@ -43,11 +45,15 @@ class InputSpec:
     dtype: str = "float32"
     features: list[str] = field(default_factory=list)
     max_samples: int = 256
+    sequence: bool = False  # shape is then one frame's: a sample is (frames, *shape), any number of frames
 
     @classmethod
     def from_facts(cls, facts: dict[str, Any], max_samples: int = 256) -> InputSpec:
-        shape = tuple(int(n) for n in facts["input_shape"][1:])  # ["batch", C, H, W]
-        return cls(shape, facts.get("input_dtype", "float32"), list(facts.get("features") or []), max_samples)
+        dims = facts["input_shape"][1:]  # ["batch", C, H, W], or ["batch", "time", features] for sequences
+        sequence = bool(dims) and dims[0] == "time"
+        shape = tuple(int(n) for n in dims[sequence:])
+        features = list(facts.get("features") or [])
+        return cls(shape, facts.get("input_dtype", "float32"), features, max_samples, sequence)
 
     def decode(self, payload: Any) -> np.ndarray:
         """The batch of raw inputs a request holds, of shape (n, *shape) and the model's dtype."""
@@ -61,11 +67,27 @@ class InputSpec:
             raise BadRequest(key, f"{len(items)} samples; at most {self.max_samples} per request (--max_samples)", 413)
         if key == "rows":
             return np.stack([self.row(r, f"rows[{i}]") for i, r in enumerate(items)])
+        if self.sequence:  # of their own lengths: padded when the worker batches them (backends.pad_sequences)
+            return [self.frames(s, f"inputs[{i}]") for i, s in enumerate(items)]
         return np.stack([self.sample(s, f"inputs[{i}]") for i, s in enumerate(items)])
+
+    def frames(self, value: Any, where: str) -> np.ndarray:
+        """One sequence: a non-empty list of frames of the model's shape."""
+        if not isinstance(value, list) or not value:
+            raise BadRequest(where, f"expected a non-empty list of frames, each of shape {list(self.shape)}")
+        try:
+            array = np.asarray(value)
+        except ValueError:
+            raise BadRequest(where, f"frames of different sizes; each must have shape {list(self.shape)}") from None
+        if array.shape[1:] != self.shape:
+            raise BadRequest(where, f"frames of shape {list(array.shape[1:])}; expected {list(self.shape)}")
+        return self.checked(array, where, array.shape)
 
     def example(self) -> str:
         if self.features:
             return f'e.g. {{"rows": [{{{", ".join(f"{f!r}: ..." for f in self.features[:3])}, ...}}]}}'
+        if self.sequence:
+            return f'e.g. {{"inputs": [[frame, frame, ...], ...]}}, each frame a list of shape {list(self.shape)}'
         return f'e.g. {{"inputs": [nested lists of shape {list(self.shape)}{" or base64 PNG" * self.is_image}]}}'
 
     @property
@@ -85,8 +107,8 @@ class InputSpec:
             array = array[None]  # a grey image without its channel axis
         return self.checked(array, where)
 
-    def checked(self, array: np.ndarray, where: str) -> np.ndarray:
-        if array.shape != self.shape:
+    def checked(self, array: np.ndarray, where: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        if array.shape != (shape or self.shape):
             raise BadRequest(where, f"shape {list(array.shape)}; expected {list(self.shape)}")
         if array.dtype.kind not in NUMBER_KINDS:
             raise BadRequest(where, f"holds {kind_name(array)}; expected numbers ({self.dtype})")

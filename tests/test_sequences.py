@@ -1,0 +1,196 @@
+"""Variable-length sequences through the core: recorded speech (UEA JapaneseVowels, 7 to 29 frames of 12
+coefficients) trained against a scikit-learn baseline on the same split, padded batches with lengths and masks,
+standardisation over real steps only, the sequence augmentations, predict / export / serve / cv / tune /
+init_from, and bad sequences refused in one line naming the sample."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CONFIGS, DEFAULT, SHORT, cli, cli_in, usage_error
+
+EXPERIMENT = str(CONFIGS / "experiment" / "japanese_vowels.yaml")
+ARGS = ["--config", DEFAULT, "--config", EXPERIMENT, "--trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture(scope="module")
+def vowels_run(tmp_path_factory):
+    """The experiment as written: (result, run directory)."""
+    workdir = tmp_path_factory.mktemp("vowels")
+    result = cli_in(workdir, "fit", *ARGS, "--trainer.enable_model_summary=false")
+    return result, workdir / "logs" / "japanese_vowels" / "version_0"
+
+
+def summary_features(split) -> tuple[np.ndarray, np.ndarray]:
+    """Per sequence: each coefficient's mean and std over its frames, and its last frame."""
+    samples = (split[i][0] for i in range(len(split)))
+    rows = [np.concatenate([x.mean(0), x.std(0, correction=0), x[-1]]) for x in samples]
+    return np.array(rows), split.labels.numpy()
+
+
+@pytest.mark.slow
+def test_speech_beats_logistic_regression_on_summary_features_of_the_same_split(vowels_run):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    result, _ = vowels_run
+    splits = result.datamodule.splits
+    assert (len(splits["train"]) + len(splits["val"]), len(splits["test"])) == (270, 370)  # the official split
+    (x, y), (x_test, y_test) = summary_features(splits["train"]), summary_features(splits["test"])
+    baseline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x, y).score(x_test, y_test)
+    acc = float(result.trainer.callback_metrics["test/acc"])
+    print(f"JapaneseVowels test accuracy: {acc:.4f}; logistic regression on summary features {baseline:.4f}")
+    assert acc >= 0.97 and acc > baseline
+
+
+def test_standardisation_counts_real_steps_only_and_padding_stays_zero():
+    from proj.data import JapaneseVowelsDataModule
+
+    dm = JapaneseVowelsDataModule(batch_size=16)
+    dm.setup()
+    train = dm.splits["train"]
+    steps = np.concatenate([train[i][0].numpy() for i in range(len(train))]).astype(np.float64)
+    assert np.allclose(dm.stats["mean"], steps.mean(0), atol=1e-6) and np.allclose(dm.stats["std"], steps.std(0))
+    batch = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
+    x = batch["input"]
+    assert x.values.shape == (16, int(x.lengths.max()), 12)
+    assert torch.equal(x.mask, torch.arange(x.values.shape[1])[None] < x.lengths[:, None])
+    assert torch.equal(x.lengths, dm.splits["val"].lengths[:16])
+    assert (x.values[~x.mask] == 0).all() and x.values[x.mask].abs().sum(-1).min() > 0
+
+
+def test_augmentations_keep_padding_zero_crop_within_bounds_and_repeat_with_the_seed():
+    from proj.data.sequence_augment import SequenceAugment
+    from proj.data.sequences import Padded
+    from proj.nets.sequence import padding_mask
+
+    lengths = torch.tensor([7, 29, 12, 1])
+    mask = padding_mask(lengths, 29)
+    values = torch.randn(4, 29, 12, generator=torch.Generator().manual_seed(0)) * mask[..., None]
+    augment = SequenceAugment(jitter=0.1, scaling=0.1, time_mask=0.3, crop=0.6)
+
+    def run(seed: int) -> Padded:
+        torch.manual_seed(seed)
+        return augment(Padded(values, lengths, padding_mask(lengths, 29)))
+
+    out = run(1)
+    assert ((out.lengths >= (0.6 * lengths).ceil()) & (out.lengths <= lengths)).all()
+    assert (out.values[~out.mask] == 0).all()
+    assert torch.equal(out.values, run(1).values) and not torch.equal(out.values, run(2).values)
+    off = SequenceAugment()
+    assert not off.active and torch.equal(off(Padded(values, lengths, padding_mask(lengths, 29))).values, values)
+
+
+@pytest.mark.slow
+def test_predict_export_and_serve_take_sequences_of_any_length(vowels_run, tmp_path, monkeypatch):
+    from proj.extras.export.formats import SequenceInputs, runner
+    from proj.extras.serve.backends import outputs_to_json
+    from proj.extras.serve.command import torch_backend
+    from proj.extras.serve.requests import InputSpec
+    from proj.models.deployable import deployable
+
+    result, run_dir = vowels_run
+    best = result.trainer.checkpoint_callback.best_model_path
+    monkeypatch.chdir(run_dir.parents[2])
+    config = ["--config", str(run_dir / "config.yaml"), f"--ckpt_path={best}"]
+    cli("predict", *config, "--trainer.enable_progress_bar=false")
+    with open(run_dir / "predict" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 370 and rows[0]["id"] == "test_0" and rows[0]["predicted"].startswith("speaker_")
+
+    cli("export", *config, f"--out={tmp_path}")
+    info = json.loads((tmp_path / "model.json").read_text())
+    assert info["input_shape"] == ["batch", "time", 12]
+    dm = result.datamodule
+    module, run = deployable(result.model, dm), runner(tmp_path / "model.onnx", "onnx")
+    test = dm.splits["test"]
+    raw = [test[i][0] for i in range(8)]
+    for length in (3, 11, 26):  # ONNX against PyTorch on three lengths (dynamic time axis) and batch sizes
+        cut = [r[:length] for r in raw[: length % 7 + 2]]
+        lengths = torch.tensor([len(c) for c in cut])
+        values = torch.nn.utils.rnn.pad_sequence(cut, batch_first=True)
+        onnx = run(SequenceInputs(values.numpy(), lengths.numpy()))
+        with torch.no_grad():
+            assert np.abs(onnx - module(values, lengths).numpy()).max() < 1e-4, length
+
+    backend, facts = torch_backend(run_dir, best, threads=1)  # the server's worker, without HTTP
+    backend.load()
+    spec = InputSpec.from_facts(facts)
+    request = {"inputs": [raw[0].tolist(), raw[1][:9].tolist()]}
+    answers = outputs_to_json(facts, backend(spec.decode(request)))
+    assert len(answers) == 2 and answers[0]["class"] == dm.classes[int(test.labels[0])]
+    with pytest.raises(ValueError, match=r"inputs\[1\]: frames of shape \[11\]; expected \[12\]"):
+        spec.decode({"inputs": [raw[0].tolist(), raw[1][:, :11].tolist()]})
+    with pytest.raises(ValueError, match=r"inputs\[0\]: expected a non-empty list of frames"):
+        spec.decode({"inputs": [[]]})
+
+
+@pytest.mark.slow
+def test_cv_tune_and_init_from_run_on_sequences(vowels_run, in_tmp):
+    quick = ["--trainer.max_epochs=15"]  # past the 50 warm-up steps: each fold trains on 135 utterances
+    summary = cli("cv", *ARGS, *SHORT[3:], *quick, "--folds", "2")
+    assert len(summary["folds"]) == 2 and summary["mean"]["test/acc"] > 0.6, summary["mean"]
+    result, run_dir = vowels_run
+    best = run_dir.parents[2] / result.trainer.checkpoint_callback.best_model_path  # relative to its workdir
+    start = cli("fit", *ARGS, *SHORT, "--trainer.max_epochs=1", f"--init_from={best}")
+    report = json.loads((in_tmp / start.trainer.log_dir / "init_from.json").read_text())
+    assert report["loaded"] and not report.get("skipped")
+    space = {
+        "model.init_args.optim.stages.0.optimizer.init_args.lr": {"type": "float", "low": 1e-3, "high": 1e-2},
+        "model.init_args.net.init_args.d_model": {"type": "categorical", "choices": [32, 64]},
+    }
+    search = {"tune": {"study_name": "vowels_hpo", "metric": "val/acc", "n_trials": 2, "space": space}}
+    (in_tmp / "search.yaml").write_text(json.dumps(search))  # JSON is YAML
+    cli("tune", *ARGS, "--config", str(CONFIGS / "hpo" / "optuna.yaml"), "--config", "search.yaml", *SHORT)
+    best = (in_tmp / "logs" / "vowels_hpo" / "best_config.yaml").read_text()
+    assert "SequenceTransformer" in best and "JapaneseVowelsDataModule" in best
+
+
+def write_npz(path, lengths, steps=None, features=12):
+    steps = np.ones((sum(lengths), features), np.float32) if steps is None else steps
+    np.savez(path, steps=steps, lengths=np.array(lengths), labels=np.arange(len(lengths)) % 2)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "named"),
+    [
+        ("empty", "sequence '2' has no time steps (length 0)"),
+        ("nan", "sequence '1' has NaN or infinite values at step 3"),
+    ],
+)
+def test_bad_sequences_are_one_line_naming_the_sample_before_training(case, named, in_tmp, capsys):
+    lengths = [5, 6, 0, 4] * 5 if case == "empty" else [5, 6, 7, 4] * 5
+    steps = np.ones((sum(lengths), 12), np.float32)
+    if case == "nan":
+        steps[5 + 3, 4] = np.nan  # sample 1, step 3
+    write_npz(in_tmp / "seq.npz", lengths, steps)
+    data = ["--data=proj.data.SequenceFileDataModule", f"--data.init_args.path={in_tmp / 'seq.npz'}"]
+    line = usage_error(capsys, "fit", *ARGS, *data, "--trainer.max_epochs=1")
+    assert named in line
+    assert not (in_tmp / "logs").exists() or not list((in_tmp / "logs").rglob("*.ckpt"))
+
+
+def test_mixed_feature_counts_name_both_samples():
+    from proj.data import DataError
+    from proj.data.sequences import Sequences
+
+    arrays = [np.zeros((4, 12)), np.zeros((6, 12)), np.zeros((3, 11))]
+    with pytest.raises(DataError, match=r"sequence 'c' has 11 features per step, sequence 'a' 12"):
+        Sequences.from_arrays(arrays, [0, 1, 0], ["a", "b", "c"])
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        ("--data.init_args.mixup_alpha=0.2", "data.mixup_alpha=0.2"),
+        ("--data.init_args.sampler=smote", "data.sampler='smote'"),
+        ("--data.init_args.crop=0", "data.crop=0"),
+    ],
+)
+def test_options_that_do_not_fit_sequences_are_refused(option, named, in_tmp, capsys):
+    assert named in usage_error(capsys, "fit", *ARGS, option)
