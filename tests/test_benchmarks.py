@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
         ["startup.py", "--repeats", "1"],
         ["gpu_throughput.py", "--tiny"],
         ["resnet_epoch.py", "--tiny"],
-        ["sequence_epoch.py", "--copies", "1", "--epochs", "1", "--repeats", "1"],
+        ["sequence_epoch.py", "--copies", "1", "--epochs", "1", "--repeats", "1", "--batches", "32"],
         ["activation_checkpointing.py", "--tiny"],
         ["serve.py", "--nets", "smallcnn", "--backends", "onnx", "--requests", "10", "--repeats", "1"],
         [
