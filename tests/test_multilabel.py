@@ -180,3 +180,28 @@ def test_thresholds_no_sample_reaches_do_not_win_and_ties_take_the_one_nearest_h
     curve = MultilabelPrecisionRecallCurve(2, thresholds=GRID)
     curve.update(probs, target)
     assert best_f1_thresholds(*curve.compute()).tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_a_csv_whose_target_lists_each_rows_labels_trains_and_predicts_them(in_tmp):
+    from sklearn.datasets import load_digits
+
+    from proj.data.digits import LABELS
+
+    digits = load_digits()
+    with open(in_tmp / "tags.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*(f"px{i}" for i in range(64)), "tags"])
+        for row, digit in zip(digits.data, digits.target, strict=True):
+            writer.writerow([*map(int, row), ";".join(n for n, values in LABELS.items() if digit in values)])
+    data = ["--data=proj.data.CSVDataModule", "--data.init_args.path=tags.csv", "--data.init_args.target=tags"]
+    data += ["--data.init_args.task=multilabel", "--data.init_args.predict_path=tags.csv"]
+    model = ["--model=proj.models.MultiLabelClassifier", "--model.init_args.net=proj.nets.MLP"]
+    result = cli("fit", *ARGS, *data, *model, "--trainer.max_epochs=4", "--trainer.enable_model_summary=false")
+    assert result.datamodule.classes == ["even", "greater_than_4", "has_loop"]  # found in the column, sorted
+    assert float(result.trainer.callback_metrics["test/f1_macro"]) > 0.9
+    run_dir = in_tmp / "logs" / "digits_multilabel" / "version_0"
+    cli("predict", "--config", str(run_dir / "config.yaml"), f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
+    with open(run_dir / "predict" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    truth = [";".join(n for n, values in LABELS.items() if d in values) for d in digits.target]
+    assert rows[0]["id"] == "tags.csv:2" and sum(r["predicted"] == t for r, t in zip(rows, truth, strict=True)) > 1600

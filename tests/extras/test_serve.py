@@ -448,3 +448,25 @@ def test_help_shows_its_own_options(capsys):
     out = help_text(capsys, "serve")
     for option in ("target", "--port", "--backend", "--max_batch_size", "--batch_timeout", "--workers"):
         assert option in out, option
+
+
+def test_sequences_of_several_lengths_from_several_requests_are_padded_into_one_model_call():
+    from proj.extras.serve.api import ModelAPI
+    from proj.extras.serve.backends import model_inputs
+    from proj.extras.serve.requests import InputSpec
+
+    spec = InputSpec.from_facts({"input_shape": ["batch", "time", 2], "input_dtype": "float32"})
+    calls = []
+
+    def model(x):  # each sequence's sum and length, from the padded batch the backend gets
+        values, lengths = model_inputs(x)
+        calls.append(values.shape)
+        return np.stack([values.sum((1, 2)), lengths], 1)
+
+    api = ModelAPI(model, {"task": "custom"}, spec, max_batch_size=4, batch_timeout=0.01)
+    api.log = lambda *args: None  # LitServe's logger queue exists only inside a running server
+    first = spec.decode({"inputs": [[[1, 2]], [[1, 1], [2, 2], [3, 3]]]})
+    second = spec.decode({"inputs": [[[5, 5], [5, 5]]]})
+    answers = api.unbatch(api.predict(api.batch([first, second])))
+    assert calls == [(3, 3, 2)]  # one call: three sequences padded to the longest
+    assert answers[0].tolist() == [[3, 1], [12, 3]] and answers[1].tolist() == [[20, 2]]

@@ -225,3 +225,14 @@ def test_a_bad_shard_url_or_setting_is_one_line_before_training(shards, in_tmp, 
     error = usage_error(capsys, *args, *more, *QUICK)
     assert named.format(shards=shards) in error, error
     assert not list(in_tmp.rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [("../experiment/digits_multilabel.yaml", "task is multilabel: shards hold classification or regression data"),
+     ("japanese_vowels.yaml", "splits are neither files nor arrays: nothing to shard")],
+)  # fmt: skip
+def test_data_shards_cannot_hold_is_refused_in_one_line(in_tmp, capsys, config, named):
+    error = usage_error(capsys, "shard", "--config", DEFAULT, "--config", str(CONFIGS / "data" / config), "--out=o")
+    assert named in error, error
+    assert not (in_tmp / "o" / "index.json").exists()

@@ -2,6 +2,7 @@
 predicted-vs-true scatter, augmented samples, HPARAMS, gradient norm, throughput), read back from the logs."""
 
 import contextlib
+import io
 from itertools import pairwise
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import COMPARED_HPARAMS, DEFAULT, QUICK, cli
+from conftest import COMPARED_HPARAMS, CONFIGS, DEFAULT, QUICK, cli
 
 pytestmark = pytest.mark.slow
 
@@ -104,3 +105,21 @@ def test_confusion_matrix_names_every_one_of_100_classes_on_both_axes_without_ov
 def ink_runs(inked: np.ndarray) -> int:
     """How many separate runs of True a 1-d mask holds."""
     return int(inked[0]) + int(np.count_nonzero(inked[1:] & ~inked[:-1]))
+
+
+def test_a_multi_label_run_draws_a_2x2_confusion_matrix_per_label_side_by_side(in_tmp):
+    from PIL import Image
+
+    experiment = str(CONFIGS / "experiment" / "digits_multilabel.yaml")
+    cli("fit", "--config", DEFAULT, "--config", experiment, *QUICK, "--test_after_fit=false")
+    run = in_tmp / "logs" / "digits_multilabel" / "version_0"
+    figures = []
+    for f in run.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(f), size_guidance={"images": 0}).Reload()
+        if "val/confusion_matrix" in acc.Tags()["images"]:
+            figures += acc.Images("val/confusion_matrix")
+    assert len(figures) == 1  # at the end of fit
+    image = Image.open(io.BytesIO(figures[0].encoded_image_string))
+    assert image.width > 3 * image.height  # three labels, one small matrix each, in a row
+    hparams = EventAccumulator(str(run)).Reload().Tags()["scalars"]
+    assert {"hp/val_f1_even", "hp/val_auroc_has_loop", "hp/val_exact_match"} <= set(hparams)

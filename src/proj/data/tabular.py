@@ -30,6 +30,7 @@ from proj.data.splits import check_class_sizes
 from proj.data.targets import Task, as_names, check_class_names
 
 MISSING = {"", "na", "nan", "null", "none", "?"}
+LABEL_SEPARATOR = ";"  # between the labels of a multi-label row, as predictions.csv writes them
 
 
 class CSVDataModule(ArrayDataModule):
@@ -47,7 +48,8 @@ class CSVDataModule(ArrayDataModule):
         """features: the feature columns, in the model's input order (null: every column but the target).
         classes: the target's labels, in the order of the model's outputs (null: those found, sorted).
         predict_path: a CSV of new rows (same feature columns; the target column may be absent).
-        task: classification (the target holds labels) or regression (the target holds numbers)."""
+        task: classification (the target holds labels), regression (the target holds numbers) or multilabel (the
+            target holds each row's labels joined by ";", e.g. "comedy;drama"; an empty cell: none of them)."""
         self.path = Path(path)
         self.predict_path = Path(predict_path) if predict_path else None
         self.impute = impute
@@ -68,8 +70,8 @@ class CSVDataModule(ArrayDataModule):
                 f"data.path={str(self.path)!r} does not exist: give the path of a CSV file (predicting the rows of "
                 "data.predict_path without it needs data.features and data.classes, as a run's config.yaml has them)"
             )
-        if task == "classification":
-            if len(classes) < 2:
+        if task != "regression":
+            if len(classes) < 2 and task == "classification":
                 raise DataError(
                     f"{self.path}: the target column {target!r} holds {len(classes)} class(es) {classes}; a "
                     "classifier needs at least 2 (or set data.task: regression if it holds values)"
@@ -139,14 +141,17 @@ def read_csv(
         line = r + 2  # 1-based, after the header: what an editor shows
         if len(row) != len(header):
             raise DataError(f"{path}:{line} has {len(row)} fields, the header has {len(header)}")
-        if row[t].strip().lower() in MISSING:
+        if task == "multilabel":  # a set of labels: an empty cell is none of them
+            labels.append({name.strip() for name in row[t].split(LABEL_SEPARATOR) if name.strip()})
+        elif row[t].strip().lower() in MISSING:
             raise DataError(f"{path}:{line}: the target column {target!r} is missing; drop or label that row")
-        labels.append(row[t].strip() if task == "classification" else parse_target(row[t], path, line, target))
+        else:
+            labels.append(row[t].strip() if task == "classification" else parse_target(row[t], path, line, target))
         for j, c in enumerate(cols):
             x[r, j] = parse_number(row[c], path, line, header[c])
     if task == "regression":
         return x, np.array(labels, dtype=np.float32), features, []
-    found = sorted(set(labels), key=natural_key)
+    found = sorted(set().union(*labels) if task == "multilabel" else set(labels), key=natural_key)
     unknown = [name for name in found if classes is not None and name not in classes]
     if unknown:
         raise DataError(
@@ -154,6 +159,8 @@ def read_csv(
             "config.yaml names the classes it was trained on): set data.classes: null to take those found"
         )
     classes = found if classes is None else classes
+    if task == "multilabel":  # one 0 / 1 column per label
+        return x, np.array([[name in row for name in classes] for row in labels], dtype=np.float32), features, classes
     index = {name: i for i, name in enumerate(classes)}
     return x, np.array([index[v] for v in labels], dtype=np.int64), features, classes
 

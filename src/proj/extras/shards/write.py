@@ -96,6 +96,8 @@ def data_module_index(dm: Any) -> dict[str, Any]:
     files = isinstance(dm.splits["train"], ImageFiles)
     if not files and not isinstance(dm.splits["train"], TensorDataset):
         raise UsageError(f"{type(dm).__name__}'s splits are neither files nor arrays: nothing to shard")
+    if dm.task not in ("classification", "regression"):  # a shard's row holds one class index or target values
+        raise UsageError(f"{type(dm).__name__}'s task is {dm.task}: shards hold classification or regression data")
     index = {
         "kind": "image" if files else "array",
         "input_shape": list(dm.input_shape),
