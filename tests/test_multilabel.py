@@ -41,18 +41,17 @@ def test_the_demo_reaches_macro_f1_095_with_thresholds_tuned_on_validation(multi
     assert list(saved) == ["even", "greater_than_4", "has_loop"]
     assert saved != {"even": 0.5, "greater_than_4": 0.5, "has_loop": 0.5}  # tuned, not the starting value
     assert np.allclose(list(saved.values()), model.thresholds.tolist(), atol=1e-4)
-    assert "(threshold " in (run_dir / "model_card.md").read_text()
+
+
+def run_thresholds(run_dir) -> np.ndarray:
+    return np.array(list(json.loads((run_dir / "thresholds.json").read_text()).values()))
 
 
 @pytest.mark.slow
-def test_predict_export_and_serve_use_the_thresholds(multilabel_run, tmp_path, monkeypatch):
-    from proj.extras.serve.backends import outputs_to_json
-    from proj.extras.serve.command import torch_backend
-
+def test_predictions_hold_each_labels_probability_and_the_set_at_the_thresholds(multilabel_run, monkeypatch):
     result, run_dir = multilabel_run
     best = result.trainer.checkpoint_callback.best_model_path
     monkeypatch.chdir(run_dir.parents[2])
-    thresholds = np.array(list(json.loads((run_dir / "thresholds.json").read_text()).values()))
     cli(
         "predict",
         "--config",
@@ -63,21 +62,39 @@ def test_predict_export_and_serve_use_the_thresholds(multilabel_run, tmp_path, m
     with open(run_dir / "predict" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 360 and list(rows[0]) == ["id", "predicted", "p_even", "p_greater_than_4", "p_has_loop"]
+    thresholds = run_thresholds(run_dir)
     for row in rows:
         p = np.array([float(row[f"p_{n}"]) for n in ("even", "greater_than_4", "has_loop")])
         chosen = [n for n, on in zip(("even", "greater_than_4", "has_loop"), p >= thresholds, strict=True) if on]
         assert row["predicted"] == ";".join(chosen)
 
+
+@pytest.mark.slow
+def test_export_carries_the_thresholds_and_scores_exact_match_as_test_did(multilabel_run, tmp_path, monkeypatch):
+    pytest.importorskip("proj.extras.export")  # an extra: its part goes with it
+    result, run_dir = multilabel_run
+    best = result.trainer.checkpoint_callback.best_model_path
+    monkeypatch.chdir(run_dir.parents[2])
     cli("export", "--config", str(run_dir / "config.yaml"), f"--ckpt_path={best}", f"--out={tmp_path / 'export'}")
     info = json.loads((tmp_path / "export" / "model.json").read_text())
-    assert info["task"] == "multilabel" and np.allclose(info["thresholds"], thresholds, atol=1e-4)
+    assert info["task"] == "multilabel" and np.allclose(info["thresholds"], run_thresholds(run_dir), atol=1e-4)
     exact = float(result.trainer.callback_metrics["test/exact_match"])
     assert info["measured"]["onnx fp32"]["test_exact_match"] == pytest.approx(exact, abs=1e-3)
 
+
+@pytest.mark.slow
+def test_serve_answers_the_labels_set_at_the_thresholds(multilabel_run, monkeypatch):
+    pytest.importorskip("proj.extras.serve")
+    from proj.extras.serve.backends import outputs_to_json
+    from proj.extras.serve.command import torch_backend
+
+    result, run_dir = multilabel_run
+    best = run_dir.parents[2] / result.trainer.checkpoint_callback.best_model_path
     backend, facts = torch_backend(run_dir, best, threads=1)  # what the server's worker runs, without HTTP
     backend.load()
     x, y = result.datamodule.splits["test"].tensors
     answers = outputs_to_json(facts, backend(x[:20].numpy()))
+    assert np.allclose(facts["thresholds"], run_thresholds(run_dir), atol=1e-4)
     truth = [[n for n, on in zip(facts["classes"], row, strict=True) if on] for row in y[:20].bool().tolist()]
     assert sum(a["labels"] == t for a, t in zip(answers, truth, strict=True)) >= 17
 

@@ -86,30 +86,40 @@ def test_augmentations_keep_padding_zero_crop_within_bounds_and_repeat_with_the_
 
 
 @pytest.mark.slow
-def test_predict_export_and_serve_take_sequences_of_any_length(vowels_run, tmp_path, monkeypatch):
+def test_predictions_name_each_utterance_and_its_speaker(vowels_run, monkeypatch):
+    result, run_dir = vowels_run
+    monkeypatch.chdir(run_dir.parents[2])
+    best = result.trainer.checkpoint_callback.best_model_path
+    cli(
+        "predict",
+        "--config",
+        str(run_dir / "config.yaml"),
+        f"--ckpt_path={best}",
+        "--trainer.enable_progress_bar=false",
+    )
+    with open(run_dir / "predict" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    labels = result.datamodule.splits["test"].labels.tolist()
+    assert len(rows) == 370 and [r["id"] for r in rows[:2]] == ["test_0", "test_1"]
+    right = sum(r["predicted"] == result.datamodule.classes[y] for r, y in zip(rows, labels, strict=True))
+    assert right / 370 == pytest.approx(float(result.trainer.callback_metrics["test/acc"]), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_the_onnx_export_equals_pytorch_on_sequences_of_three_lengths(vowels_run, tmp_path, monkeypatch):
+    pytest.importorskip("proj.extras.export")  # an extra: its part goes with it
     from proj.extras.export.formats import SequenceInputs, runner
-    from proj.extras.serve.backends import outputs_to_json
-    from proj.extras.serve.command import torch_backend
-    from proj.extras.serve.requests import InputSpec
     from proj.models.deployable import deployable
 
     result, run_dir = vowels_run
-    best = result.trainer.checkpoint_callback.best_model_path
     monkeypatch.chdir(run_dir.parents[2])
-    config = ["--config", str(run_dir / "config.yaml"), f"--ckpt_path={best}"]
-    cli("predict", *config, "--trainer.enable_progress_bar=false")
-    with open(run_dir / "predict" / "predictions.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 370 and rows[0]["id"] == "test_0" and rows[0]["predicted"].startswith("speaker_")
-
-    cli("export", *config, f"--out={tmp_path}")
-    info = json.loads((tmp_path / "model.json").read_text())
-    assert info["input_shape"] == ["batch", "time", 12]
-    dm = result.datamodule
-    module, run = deployable(result.model, dm), runner(tmp_path / "model.onnx", "onnx")
-    test = dm.splits["test"]
+    best = result.trainer.checkpoint_callback.best_model_path
+    cli("export", "--config", str(run_dir / "config.yaml"), f"--ckpt_path={best}", f"--out={tmp_path}")
+    assert json.loads((tmp_path / "model.json").read_text())["input_shape"] == ["batch", "time", 12]
+    module, run = deployable(result.model, result.datamodule), runner(tmp_path / "model.onnx", "onnx")
+    test = result.datamodule.splits["test"]
     raw = [test[i][0] for i in range(8)]
-    for length in (3, 11, 26):  # ONNX against PyTorch on three lengths (dynamic time axis) and batch sizes
+    for length in (3, 11, 26):  # dynamic time and batch axes: 5, 6 and 7 utterances cut to each length
         cut = [r[:length] for r in raw[: length % 7 + 2]]
         lengths = torch.tensor([len(c) for c in cut])
         values = torch.nn.utils.rnn.pad_sequence(cut, batch_first=True)
@@ -117,28 +127,44 @@ def test_predict_export_and_serve_take_sequences_of_any_length(vowels_run, tmp_p
         with torch.no_grad():
             assert np.abs(onnx - module(values, lengths).numpy()).max() < 1e-4, length
 
+
+@pytest.mark.slow
+def test_serve_takes_lists_of_frames_and_answers_speakers(vowels_run):
+    pytest.importorskip("proj.extras.serve")
+    from proj.extras.serve.backends import outputs_to_json
+    from proj.extras.serve.command import torch_backend
+    from proj.extras.serve.requests import BadRequest, InputSpec
+
+    result, run_dir = vowels_run
+    best = run_dir.parents[2] / result.trainer.checkpoint_callback.best_model_path
     backend, facts = torch_backend(run_dir, best, threads=1)  # the server's worker, without HTTP
     backend.load()
-    spec = InputSpec.from_facts(facts)
-    request = {"inputs": [raw[0].tolist(), raw[1][:9].tolist()]}
-    answers = outputs_to_json(facts, backend(spec.decode(request)))
-    assert len(answers) == 2 and answers[0]["class"] == dm.classes[int(test.labels[0])]
-    with pytest.raises(ValueError, match=r"inputs\[1\]: frames of shape \[11\]; expected \[12\]"):
-        spec.decode({"inputs": [raw[0].tolist(), raw[1][:, :11].tolist()]})
-    with pytest.raises(ValueError, match=r"inputs\[0\]: expected a non-empty list of frames"):
+    spec, test = InputSpec.from_facts(facts), result.datamodule.splits["test"]
+    frames = [test[i][0] for i in range(2)]
+    answers = outputs_to_json(facts, backend(spec.decode({"inputs": [frames[0].tolist(), frames[1][:9].tolist()]})))
+    assert len(answers) == 2 and answers[0]["class"] == result.datamodule.classes[int(test.labels[0])]
+    with pytest.raises(BadRequest, match=r"inputs\[1\]: frames of shape \[11\]; expected \[12\]"):
+        spec.decode({"inputs": [frames[0].tolist(), frames[1][:, :11].tolist()]})
+    with pytest.raises(BadRequest, match=r"inputs\[0\]: expected a non-empty list of frames"):
         spec.decode({"inputs": [[]]})
 
 
 @pytest.mark.slow
-def test_cv_tune_and_init_from_run_on_sequences(vowels_run, in_tmp):
-    quick = ["--trainer.max_epochs=15"]  # past the 50 warm-up steps: each fold trains on 135 utterances
-    summary = cli("cv", *ARGS, *SHORT[3:], *quick, "--folds", "2")
-    assert len(summary["folds"]) == 2 and summary["mean"]["test/acc"] > 0.6, summary["mean"]
+def test_init_from_the_speech_run_loads_every_weight(vowels_run, in_tmp):
     result, run_dir = vowels_run
     best = run_dir.parents[2] / result.trainer.checkpoint_callback.best_model_path  # relative to its workdir
     start = cli("fit", *ARGS, *SHORT, "--trainer.max_epochs=1", f"--init_from={best}")
     report = json.loads((in_tmp / start.trainer.log_dir / "init_from.json").read_text())
     assert report["loaded"] and not report.get("skipped")
+
+
+@pytest.mark.slow
+def test_cv_and_tune_run_on_sequences(in_tmp):
+    pytest.importorskip("proj.extras.cv")
+    pytest.importorskip("proj.extras.tune")
+    quick = ["--trainer.max_epochs=15"]  # past the 50 warm-up steps: each fold trains on 135 utterances
+    summary = cli("cv", *ARGS, *SHORT[3:], *quick, "--folds", "2")
+    assert len(summary["folds"]) == 2 and summary["mean"]["test/acc"] > 0.6, summary["mean"]
     space = {
         "model.init_args.optim.stages.0.optimizer.init_args.lr": {"type": "float", "low": 1e-3, "high": 1e-2},
         "model.init_args.net.init_args.d_model": {"type": "categorical", "choices": [32, 64]},

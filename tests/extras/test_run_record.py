@@ -147,6 +147,17 @@ def test_a_regression_card_names_its_target(in_tmp):
     assert "## Targets\n\n`progression`" in text and "regression: 1 target(s)" in text
 
 
+def test_a_multi_label_card_names_each_label_with_its_threshold(in_tmp):
+    multilabel = str(CONFIGS / "experiment/digits_multilabel.yaml")
+    cli_in(in_tmp, "fit", "--config", DEFAULT, "--config", multilabel, *TINY)
+    run = in_tmp / "logs" / "digits_multilabel" / "version_0"
+    card = record(run)["card"]
+    assert card["classes"] == ["even", "greater_than_4", "has_loop"] and len(card["thresholds"]) == 3
+    assert {"test/f1_macro", "test/f1_even", "test/auroc_has_loop"} <= set(card["metrics"])
+    text = (run / "model_card.md").read_text()
+    assert "multilabel: 3 labels" in text and "`even` (threshold " in text
+
+
 def test_without_a_logger_the_record_goes_beside_config_yaml_in_the_working_directory(in_tmp):
     (in_tmp / "mine.txt").write_text("the user's file\n")
     cli_in(in_tmp, "fit", "--config", DEFAULT, *TINY, "--trainer.logger=false", "--test_after_fit=false")
