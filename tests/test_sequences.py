@@ -176,10 +176,20 @@ def test_cv_and_tune_run_on_sequences(in_tmp):
     assert "SequenceTransformer" in best and "JapaneseVowelsDataModule" in best
 
 
-def write_npz(path, lengths, steps=None, features=12):
-    steps = np.ones((sum(lengths), features), np.float32) if steps is None else steps
-    np.savez(path, steps=steps, lengths=np.array(lengths), labels=np.arange(len(lengths)) % 2)
-    return path
+LENGTHS = [5, 6, 7, 4] * 5
+
+
+def bad_file(case: str) -> dict[str, np.ndarray]:
+    """A sequence file of 20 samples of 12 features, broken as `case` says."""
+    lengths = np.array([5, 6, 0, 4] * 5 if case == "empty" else LENGTHS)
+    arrays = {"steps": np.ones((lengths.sum(), 12), np.float32), "lengths": lengths, "labels": np.arange(20) % 2}
+    if case == "nan":
+        arrays["steps"][5 + 3, 4] = np.nan  # sample 1, step 3
+    if case == "short":
+        arrays["steps"] = arrays["steps"][:-3]
+    if case == "labels":
+        arrays["labels"] = np.arange(21) % 2
+    return arrays
 
 
 @pytest.mark.parametrize(
@@ -187,18 +197,34 @@ def write_npz(path, lengths, steps=None, features=12):
     [
         ("empty", "sequence '2' has no time steps (length 0)"),
         ("nan", "sequence '1' has NaN or infinite values at step 3"),
+        ("short", "lengths add up to 110 steps, but steps holds 107 rows"),
+        ("labels", "21 labels for 20 sequences"),
     ],
 )
 def test_bad_sequences_are_one_line_naming_the_sample_before_training(case, named, in_tmp, capsys):
-    lengths = [5, 6, 0, 4] * 5 if case == "empty" else [5, 6, 7, 4] * 5
-    steps = np.ones((sum(lengths), 12), np.float32)
-    if case == "nan":
-        steps[5 + 3, 4] = np.nan  # sample 1, step 3
-    write_npz(in_tmp / "seq.npz", lengths, steps)
+    np.savez(in_tmp / "seq.npz", **bad_file(case))
     data = ["--data=proj.data.SequenceFileDataModule", f"--data.init_args.path={in_tmp / 'seq.npz'}"]
     line = usage_error(capsys, "fit", *ARGS, *data, "--trainer.max_epochs=1")
     assert named in line
     assert not (in_tmp / "logs").exists() or not list((in_tmp / "logs").rglob("*.ckpt"))
+
+
+def test_a_sequence_file_trains_and_predicts_with_its_ids(in_tmp):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 20, 120)
+    labels = np.arange(120) % 2  # class 1: a rising ramp in feature 0, class 0: a falling one, plus noise
+    seqs = [
+        np.stack([np.linspace(0, 1, n) * (1 if y else -1), rng.normal(size=n)], 1)
+        for n, y in zip(lengths, labels, strict=True)
+    ]
+    ids = [f"utt{i}" for i in range(120)]
+    np.savez(
+        in_tmp / "s.npz", steps=np.concatenate(seqs), lengths=lengths, labels=labels, classes=["down", "up"], ids=ids
+    )
+    data = ["--data=proj.data.SequenceFileDataModule", "--data.init_args.path=s.npz", "--trainer.max_epochs=8"]
+    result = cli("fit", *ARGS, *data, "--model.init_args.net=proj.nets.SequenceCNN")
+    assert result.datamodule.classes == ["down", "up"] and float(result.trainer.callback_metrics["test/acc"]) > 0.9
+    assert result.datamodule.sample_ids("test")[0].startswith("utt")
 
 
 def test_mixed_feature_counts_name_both_samples():
@@ -220,3 +246,8 @@ def test_mixed_feature_counts_name_both_samples():
 )
 def test_options_that_do_not_fit_sequences_are_refused(option, named, in_tmp, capsys):
     assert named in usage_error(capsys, "fit", *ARGS, option)
+
+
+def test_activation_checkpointing_of_a_net_without_blocks_is_refused_naming_it(in_tmp, capsys):
+    gru = ["--model.init_args.net=proj.nets.SequenceGRU", "--model.init_args.activation_checkpointing=true"]
+    assert "the net SequenceGRU has no blocks in `net.body`" in usage_error(capsys, "fit", *ARGS, *gru)

@@ -186,3 +186,17 @@ def test_the_warmup_is_inside_the_one_scheduler_and_resumes_with_it():
     # Data of unknown length marks no epoch end in steps: the warmup stays a second, per-step scheduler.
     _, configs = built(None)
     assert [type(c["scheduler"]) for c in configs] == [torch.optim.lr_scheduler.StepLR, LinearLR]
+
+
+@pytest.mark.parametrize("averaging", ["ema", "swa"])
+def test_a_multi_label_models_tuned_thresholds_are_never_averaged(averaging, in_tmp):
+    """EMA and SWA swap and average every buffer of the model; the thresholds tuned on validation must reach the
+    checkpoints (and so test, predict, export and serve) as they were tuned."""
+    experiment = str(CONFIGS / "experiment" / "digits_multilabel.yaml")
+    averaged = str(CONFIGS / "callbacks" / f"{averaging}.yaml")
+    args = ["--config", DEFAULT, "--config", experiment, "--config", averaged, *QUICK, "--trainer.max_epochs=4"]
+    result = cli("fit", *args, "--test_after_fit=false", "--trainer.limit_val_batches=3")
+    tuned = result.model.decision_thresholds
+    assert not torch.allclose(tuned, torch.full_like(tuned, 0.5))  # tuned: not the starting value
+    last = in_tmp / "logs" / "digits_multilabel" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.equal(torch.load(last, weights_only=False)["state_dict"]["thresholds"], tuned)

@@ -112,6 +112,7 @@ class SequenceFileDataModule(SequenceDataModule):
             if missing:
                 raise DataError(f"data.path={path!r} has no {missing}: it needs steps, lengths and labels")
             self.arrays = {k: f[k] for k in f.files}
+        check_sequence_file(path, self.arrays, task)
         labels = self.arrays["labels"]
         names = self.arrays.get("classes")
         count = labels.shape[1] if labels.ndim == 2 else int(labels.max()) + 1
@@ -126,6 +127,22 @@ class SequenceFileDataModule(SequenceDataModule):
         arrays = [a["steps"][bounds[i] : bounds[i + 1]] for i in range(len(a["lengths"]))]
         ids = [str(i) for i in a["ids"]] if "ids" in a else [str(i) for i in range(len(arrays))]
         return self.sequences(arrays, a["labels"], ids), a["labels"]
+
+
+def check_sequence_file(path: str, a: dict[str, np.ndarray], task: str) -> None:
+    """The arrays of a sequence file agree with each other: one line naming the mismatch, before anything is read."""
+    steps, lengths, labels = a["steps"], a["lengths"], a["labels"]
+    if lengths.ndim != 1 or (lengths < 0).any() or int(lengths.sum()) != len(steps):
+        raise DataError(
+            f"data.path={path!r}: lengths add up to {int(lengths.sum())} steps, but steps holds {len(steps)} rows: "
+            "lengths must give each sample's number of steps, in order"
+        )
+    if len(labels) != len(lengths):
+        raise DataError(f"data.path={path!r}: {len(labels)} labels for {len(lengths)} sequences: give one per sample")
+    wanted = 2 if task == "multilabel" else 1
+    if labels.ndim != wanted:
+        shape = "(samples, labels) of 0 / 1" if wanted == 2 else "(samples,) of class indices"
+        raise DataError(f"data.path={path!r}: labels have shape {list(labels.shape)}; task {task} needs {shape}")
 
 
 class JapaneseVowelsDataModule(SequenceDataModule):
@@ -166,16 +183,18 @@ def aeon_file(name: str) -> Path:
 
 def read_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     """A .ts file of the UEA / UCR archive: after `@data`, one sample per line, its dimensions separated by ":",
-    each a comma-separated series, the class label last. Returns (time, dimensions) arrays and labels 0..k-1."""
-    arrays, labels, started = [], [], False
+    each a comma-separated series, the class label last. Returns (time, dimensions) arrays and labels 0..k-1, in
+    the order of the header's `@classLabel true ...` (the same in a training and a test file)."""
+    arrays, labels, names, started = [], [], [], False
     for line in path.read_text().splitlines():
         line = line.strip()
-        if not started:
+        if not started:  # the header: the class labels in their order, then @data
+            if line.lower().startswith("@classlabel true"):
+                names = line.split()[2:]
             started = line.lower() == "@data"
             continue
         if line:
             *dims, label = line.split(":")
             arrays.append(np.array([[float(v) for v in d.split(",")] for d in dims], dtype=np.float32).T)
             labels.append(label)
-    names = sorted(set(labels), key=lambda v: (len(v), v))
     return arrays, np.array([names.index(v) for v in labels], dtype=np.int64)

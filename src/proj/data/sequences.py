@@ -9,7 +9,7 @@ lengths and a mask of the real steps: `{"input": Padded(values, lengths, mask), 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,16 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from proj.data.errors import DataError
-from proj.nets.sequence import padding_mask
-
-
-class Padded(NamedTuple):
-    """A batch of sequences: values (batch, time, features) zero after each end, lengths (batch,) and mask (batch,
-    time), True on real steps. A tuple, so the model hands it to the net as its arguments."""
-
-    values: Tensor
-    lengths: Tensor
-    mask: Tensor
+from proj.nets.sequence import Padded, padding_mask
 
 
 class Sequences(Dataset):
@@ -77,6 +68,12 @@ class Sequences(Dataset):
         return Sequences(steps, offsets, self.labels[idx], [self.ids[int(i)] for i in idx])
 
     def concat(self, other: Sequences) -> Sequences:
+        """These samples, then `other`'s (a fixed test set): of the same number of features."""
+        if other.steps.shape[1:] != self.steps.shape[1:]:
+            raise DataError(
+                f"the test sequences have {other.steps.shape[1]} features per step, the training ones "
+                f"{self.steps.shape[1]}: give both the same features"
+            )
         offsets = torch.cat([self.offsets, other.offsets[1:] + self.offsets[-1]])
         labels = torch.cat([self.labels, other.labels])
         return Sequences(torch.cat([self.steps, other.steps]), offsets, labels, self.ids + other.ids)

@@ -70,6 +70,8 @@ class CSVDataModule(ArrayDataModule):
                 f"data.path={str(self.path)!r} does not exist: give the path of a CSV file (predicting the rows of "
                 "data.predict_path without it needs data.features and data.classes, as a run's config.yaml has them)"
             )
+        if task == "multilabel" and not classes:
+            raise DataError(f"{self.path}: the target column {target!r} names no label in any row")
         if task != "regression":
             if len(classes) < 2 and task == "classification":
                 raise DataError(
@@ -142,6 +144,11 @@ def read_csv(
         if len(row) != len(header):
             raise DataError(f"{path}:{line} has {len(row)} fields, the header has {len(header)}")
         if task == "multilabel":  # a set of labels: an empty cell is none of them
+            if row[t].strip().lower() in MISSING - {""}:
+                raise DataError(
+                    f"{path}:{line}: the target column {target!r} holds {row[t]!r}; for a row with none of the "
+                    "labels leave the cell empty"
+                )
             labels.append({name.strip() for name in row[t].split(LABEL_SEPARATOR) if name.strip()})
         elif row[t].strip().lower() in MISSING:
             raise DataError(f"{path}:{line}: the target column {target!r} is missing; drop or label that row")

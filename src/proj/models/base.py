@@ -32,6 +32,7 @@ from proj.models.epoch_states import epoch_states, restore_epoch_states
 from proj.models.schedule_free_modes import ScheduleFreeModes
 from proj.models.targets import check_checkpoint_targets, check_task
 from proj.nets.checkpointing import NO_BLOCKS, body_blocks, checkpoint_blocks
+from proj.nets.sequence import Padded
 from proj.optim import (
     OptimConfig,
     TrainerFacts,
@@ -137,7 +138,7 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
         if not self.inputs_checked:  # the first batch: its shape against the data's input_shape, once
             check_input_shape(x, self.hparams.input_shape)
             self.inputs_checked = True
-        if isinstance(x, tuple):  # inputs of several tensors (a padded batch: values, lengths, mask) are the net's
+        if isinstance(x, Padded):  # a batch of sequences: the net takes values, lengths and mask
             return self.net(*x)
         if self.hparams.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -224,7 +225,8 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
     def shard(self, mesh: Any) -> None:
         from torch.distributed.fsdp import fully_shard  # only under FSDP2: it imports torch.distributed.tensor
 
-        for block in getattr(self.net, "body", []):
+        body = getattr(self.net, "body", None)
+        for block in body if isinstance(body, nn.Sequential | nn.ModuleList) else []:
             fully_shard(block, mesh=mesh["data_parallel"])
         fully_shard(self.net, mesh=mesh["data_parallel"])
 

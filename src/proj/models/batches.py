@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 
 from torch import Tensor
 
+from proj.nets.sequence import Padded
+
 DOCS = "docs/data_contract.md"
 
 
@@ -73,8 +75,8 @@ def labelled(target: Tensor | None, split: str) -> Tensor:
 def check_input_shape(inputs: Any, input_shape: Sequence[int]) -> None:
     """The first batch's inputs against the data module's input_shape, which the net was built for: a mismatch is
     one line naming both, not a shape error from inside the net's first layer."""
-    if isinstance(inputs, tuple) and inputs and isinstance(inputs[0], Tensor):  # (values, ...): one step's shape
-        found = list(inputs[0].shape[2:])
+    if isinstance(inputs, Padded):  # sequences: one step's shape
+        found = list(inputs.values.shape[2:])
         if found != list(input_shape):
             raise BatchError(
                 f"a batch's sequences have {found} values per step, but the data module's input_shape is "

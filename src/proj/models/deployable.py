@@ -77,7 +77,7 @@ def deployable(model: Any, dm: Any) -> Deployable:
 def model_facts(model: Any) -> dict[str, Any]:
     """What a deployed model's reader needs of the trained model: the task, the class (or label) names and target
     names, and a multi-label model's threshold per label (applied to its probabilities)."""
-    thresholds = getattr(model, "thresholds", None)
+    thresholds = getattr(model, "decision_thresholds", None)
     return {
         "task": model.task,
         "classes": list(getattr(model, "class_names", [])),

@@ -60,8 +60,20 @@ class MultiLabelClassifier(TaskModule):
             raise ValueError(f"data.class_weights has {len(pos_weight)} values for {num_outputs} labels")
         weight = torch.tensor(pos_weight, dtype=torch.float) if pos_weight else None
         self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=weight)
+        names = self.targets.get("classes")
+        if names and len(names) != num_outputs:
+            raise ValueError(f"the data names {len(names)} labels but the model has {num_outputs} outputs")
         self.tune = thresholds == "tune"
-        self.register_buffer("thresholds", given_thresholds(thresholds, self.class_names))
+        given = given_thresholds(thresholds, self.class_names)
+        if isinstance(thresholds, str) and not self.tune:  # a file's values travel in checkpoints, not its path
+            self.hparams.thresholds = given.tolist()
+        # The thresholds in use live outside the module's tensors (`decision_thresholds`), so that weight averaging
+        # (EMA, SWA: they swap and average every buffer) never touches them; the buffer carries them in and out of
+        # checkpoints (on_save_checkpoint, and a hook after every load_state_dict).
+        self.given = None if self.tune else given
+        self.decision_thresholds = given.clone()
+        self.register_buffer("thresholds", given.clone())
+        self.register_load_state_dict_post_hook(thresholds_loaded)
         # HParams compares runs by these, each label's F1 and ROC-AUC among them
         self.headline_metrics = (
             *self.headline_metrics,
@@ -79,7 +91,7 @@ class MultiLabelClassifier(TaskModule):
 
     def make_metrics(self, split: str) -> MetricCollection:
         """Micro and macro F1 and exact match at the thresholds, macro ROC-AUC (binned for training), and each
-        label's F1 and ROC-AUC (validation and test: the per-label record that diagnose and the model card read)."""
+        label's F1 and ROC-AUC (validation and test: the per-label record in the logs and the model card)."""
         n, checks = self.num_outputs, {"validate_args": False}
         metrics: dict[str, Any] = {
             "f1_micro": MultilabelF1Score(n, average="micro", **checks),
@@ -104,26 +116,29 @@ class MultiLabelClassifier(TaskModule):
 
     def decide(self, probs: Tensor) -> Tensor:
         """Each label set where its probability reaches its threshold."""
-        return probs >= self.thresholds.to(probs.device)
+        return probs >= self.decision_thresholds.to(probs.device)
 
     def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()  # logged at the thresholds the epoch ran with
+        super().on_validation_epoch_end()  # logged at the thresholds the epoch ran with (tuned after the last one)
         if self.tune and self.val_curve.update_called and not self.trainer.sanity_checking:
-            self.thresholds.copy_(best_f1_thresholds(*self.val_curve.compute()))
+            self.decision_thresholds = best_f1_thresholds(*self.val_curve.compute()).cpu()
+            self.thresholds.copy_(self.decision_thresholds)
         self.val_curve.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """After the callbacks' hooks: an averaging callback's state_dict holds its copy's thresholds."""
+        super().on_save_checkpoint(checkpoint)
+        for key in ("state_dict", "current_model_state"):
+            if key in checkpoint:
+                checkpoint[key]["thresholds"] = self.decision_thresholds.clone()
 
     def on_test_start(self) -> None:
         """The thresholds this test uses, beside the run's checkpoints: a file `thresholds` accepts back."""
         log_dir = self.trainer.log_dir if self._trainer is not None else None
         if log_dir and self.trainer.is_global_zero:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
-            values = dict(zip(self.class_names, (round(v, 4) for v in self.thresholds.tolist()), strict=True))
+            values = dict(zip(self.class_names, (round(v, 4) for v in self.decision_thresholds.tolist()), strict=True))
             (Path(log_dir) / "thresholds.json").write_text(json.dumps(values, indent=2) + "\n")
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        if not self.tune:  # thresholds given in the config win over those tuned into the checkpoint
-            checkpoint["state_dict"]["thresholds"] = self.thresholds.clone()
 
     def predictions(self, outputs: Tensor) -> Tensor:
         return outputs.float().sigmoid()
@@ -140,6 +155,14 @@ class MultiLabelClassifier(TaskModule):
             [";".join(n for n, on in zip(names, row, strict=True) if on), *(f"{v:.6g}" for v in p.tolist())]
             for p, row in zip(probabilities, chosen.tolist(), strict=True)
         ]
+
+
+def thresholds_loaded(module: MultiLabelClassifier, incompatible_keys: Any) -> None:
+    """After any load_state_dict (resume, test, predict, export, serve): the checkpoint's thresholds are the ones in
+    use, unless the config gives its own, which win."""
+    if module.given is not None:
+        module.thresholds.copy_(module.given)
+    module.decision_thresholds = module.thresholds.detach().cpu().clone()
 
 
 def best_f1_thresholds(precision: Tensor, recall: Tensor, grid: Tensor) -> Tensor:

@@ -60,7 +60,10 @@ NO_BLOCKS = "the net {} has no blocks in `net.body` to checkpoint (layers made o
 def body_blocks(net: nn.Module) -> list[nn.Module]:
     """The blocks of `net.body` worth checkpointing: its children made of layers (ResNet's BasicBlock, SmallCNN's
     ConvBNReLU). A single layer (a pooling, the MLP's Linear or BatchNorm) would keep as much as it saves."""
-    return [block for block in getattr(net, "body", []) if next(block.children(), None) is not None]
+    body = getattr(net, "body", None)
+    if not isinstance(body, nn.Sequential | nn.ModuleList):  # one layer (a GRU, an encoder): no blocks to take
+        return []
+    return [block for block in body if next(block.children(), None) is not None]
 
 
 def checkpoint_blocks(net: nn.Module) -> int:

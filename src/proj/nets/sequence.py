@@ -14,9 +14,19 @@ a sequence gets the same logits whether it is padded to 20 steps or 50, alone or
 import math
 from collections.abc import Sequence
 from itertools import pairwise
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+
+class Padded(NamedTuple):
+    """A batch of sequences as these nets take it: values (batch, time, features) zero after each end, lengths
+    (batch,) and mask (batch, time), True on real steps. The model calls `net(*padded)`."""
+
+    values: Tensor
+    lengths: Tensor
+    mask: Tensor
 
 
 def padding_mask(lengths: Tensor, time: int) -> Tensor:

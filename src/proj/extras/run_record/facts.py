@@ -116,13 +116,17 @@ def card_facts(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, An
         names = getattr(pl_module, name, None)
         if names:
             facts["classes" if name == "class_names" else "target_names"] = [str(n) for n in names]
-    thresholds = getattr(pl_module, "thresholds", None)  # a multi-label model's decision threshold per label
-    if thresholds is not None and facts.get("classes"):
-        facts["thresholds"] = [round(float(v), 4) for v in thresholds]
     if trainer.state.fn == "fit":
         facts["trained"] = {"epochs": trainer.current_epoch, "optimizer_steps": trainer.global_step}
     facts["recipe"] = recipe(params, pl_module, data_keys, trainer)
     return facts
+
+
+def thresholds_fact(pl_module: L.LightningModule) -> dict[str, list[float]]:
+    """A multi-label model's threshold per label, as the command that ran last used them (the test after fit: the
+    best checkpoint's, which predict, export and serve use too)."""
+    thresholds = getattr(pl_module, "decision_thresholds", None)
+    return {"thresholds": [round(float(v), 4) for v in thresholds]} if thresholds is not None else {}
 
 
 def recipe(params: Mapping[str, Any], pl_module: L.LightningModule, data_keys: list[str], trainer: L.Trainer) -> str:

@@ -29,7 +29,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from proj.callbacks.checkpointing import run_dir_of_checkpoint
-from proj.extras.run_record.facts import card_facts, device_facts, final_metrics, git_state, package_versions
+from proj.extras.run_record.facts import (
+    card_facts,
+    device_facts,
+    final_metrics,
+    git_state,
+    package_versions,
+    thresholds_fact,
+)
 from proj.extras.run_record.model_card import render_card
 
 RECORD, CARD = "run.json", "model_card.md"
@@ -112,6 +119,7 @@ class RunRecord(Callback):
             card.update(card_facts(trainer, pl_module))
             record.update(git=self.git, packages=package_versions(), device=device_facts(trainer), seed=self.seed)
         card["metrics"] = {**card.get("metrics", {}), **final_metrics(trainer)}
+        card.update(thresholds_fact(pl_module))
         record["card"] = card
         write_record(self.run_dir, record)
 
