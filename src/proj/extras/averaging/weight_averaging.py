@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as L
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import EMAWeightAveraging, StochasticWeightAveraging, WeightAveraging
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
@@ -158,7 +159,7 @@ class SWA(StochasticWeightAveraging):
         x = read_batch(pl_module, batch).inputs
         # The batch the training step sees (augmented, on the device); dropout stays off, so no randomness is used.
         with torch.no_grad(), trainer.precision_plugin.forward_context():
-            self._average_model(x.to(self.batch_norms[0].running_mean.device))
+            self._average_model(move_data_to_device(x, self.batch_norms[0].running_mean.device))  # a tensor, Padded
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.active(trainer):
