@@ -80,6 +80,13 @@ def cli_in(workdir: Path, *args: str):
         os.chdir(old)
 
 
+def trained(tmp_path_factory, name: str, *args: str):
+    """One fit in a fresh working directory, for a module's tests to share: (result, its run directory)."""
+    workdir = tmp_path_factory.mktemp(name)
+    result = cli_in(workdir, "fit", *args)
+    return result, workdir / result.trainer.log_dir
+
+
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory):
     """`python -m proj fit --config configs/default.yaml`, run once for every test that reads its results."""

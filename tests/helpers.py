@@ -91,6 +91,31 @@ class SeedPerRank(Callback):
             torch.manual_seed(1000 + trainer.global_rank)
 
 
+def predict_rows(run_dir: Path, ckpt: str) -> list[dict[str, str]]:
+    """`predict` with a checkpoint and its run's config.yaml, from the fit's working directory (where the
+    checkpoint path is relative to): the rows of the run's predict/predictions.csv."""
+    import csv
+
+    from proj.cli import main
+
+    old = os.getcwd()
+    os.chdir(run_dir.parents[2])
+    try:
+        main(
+            [
+                "predict",
+                "--config",
+                str(run_dir / "config.yaml"),
+                f"--ckpt_path={ckpt}",
+                "--trainer.enable_progress_bar=false",
+            ]
+        )
+    finally:
+        os.chdir(old)
+    with open(run_dir / "predict" / "predictions.csv") as f:
+        return list(csv.DictReader(f))
+
+
 def digits_as_png_folder(root: Path, count: int = 1000) -> Path:
     """The first `count` bundled digits as 8x8 grayscale PNGs, one folder per class (0.7 of them for training)."""
     from PIL import Image

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CONFIGS, DEFAULT, cli, cli_in, usage_error
+from conftest import CONFIGS, DEFAULT, cli, trained, usage_error
+from helpers import predict_rows
 
 EXPERIMENT = str(CONFIGS / "experiment" / "digits_multilabel.yaml")
 ARGS = ["--config", DEFAULT, "--config", EXPERIMENT, "--trainer.enable_progress_bar=false"]
@@ -20,9 +21,7 @@ TINY += ["--test_after_fit=false", "--trainer.enable_model_summary=false"]
 @pytest.fixture(scope="module")
 def multilabel_run(tmp_path_factory):
     """The demo, trained for 6 epochs: (result, run directory)."""
-    workdir = tmp_path_factory.mktemp("multilabel")
-    result = cli_in(workdir, "fit", *ARGS, "--trainer.max_epochs=6")
-    return result, workdir / "logs" / "digits_multilabel" / "version_0"
+    return trained(tmp_path_factory, "multilabel", *ARGS, "--trainer.max_epochs=6")
 
 
 @pytest.mark.slow
@@ -48,19 +47,9 @@ def run_thresholds(run_dir) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_predictions_hold_each_labels_probability_and_the_set_at_the_thresholds(multilabel_run, monkeypatch):
+def test_predictions_hold_each_labels_probability_and_the_set_at_the_thresholds(multilabel_run):
     result, run_dir = multilabel_run
-    best = result.trainer.checkpoint_callback.best_model_path
-    monkeypatch.chdir(run_dir.parents[2])
-    cli(
-        "predict",
-        "--config",
-        str(run_dir / "config.yaml"),
-        f"--ckpt_path={best}",
-        "--trainer.enable_progress_bar=false",
-    )
-    with open(run_dir / "predict" / "predictions.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = predict_rows(run_dir, result.trainer.checkpoint_callback.best_model_path)
     assert len(rows) == 360 and list(rows[0]) == ["id", "predicted", "p_even", "p_greater_than_4", "p_has_loop"]
     thresholds = run_thresholds(run_dir)
     for row in rows:

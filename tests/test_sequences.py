@@ -3,14 +3,14 @@ coefficients) trained against a scikit-learn baseline on the same split, padded 
 standardisation over real steps only, the sequence augmentations, predict / export / serve / cv / tune /
 init_from, and bad sequences refused in one line naming the sample."""
 
-import csv
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import CONFIGS, DEFAULT, SHORT, cli, cli_in, usage_error
+from conftest import CONFIGS, DEFAULT, SHORT, cli, trained, usage_error
+from helpers import predict_rows
 
 EXPERIMENT = str(CONFIGS / "experiment" / "japanese_vowels.yaml")
 ARGS = ["--config", DEFAULT, "--config", EXPERIMENT, "--trainer.enable_progress_bar=false"]
@@ -19,9 +19,7 @@ ARGS = ["--config", DEFAULT, "--config", EXPERIMENT, "--trainer.enable_progress_
 @pytest.fixture(scope="module")
 def vowels_run(tmp_path_factory):
     """The experiment as written: (result, run directory)."""
-    workdir = tmp_path_factory.mktemp("vowels")
-    result = cli_in(workdir, "fit", *ARGS, "--trainer.enable_model_summary=false")
-    return result, workdir / "logs" / "japanese_vowels" / "version_0"
+    return trained(tmp_path_factory, "vowels", *ARGS, "--trainer.enable_model_summary=false")
 
 
 def summary_features(split) -> tuple[np.ndarray, np.ndarray]:
@@ -86,19 +84,9 @@ def test_augmentations_keep_padding_zero_crop_within_bounds_and_repeat_with_the_
 
 
 @pytest.mark.slow
-def test_predictions_name_each_utterance_and_its_speaker(vowels_run, monkeypatch):
+def test_predictions_name_each_utterance_and_its_speaker(vowels_run):
     result, run_dir = vowels_run
-    monkeypatch.chdir(run_dir.parents[2])
-    best = result.trainer.checkpoint_callback.best_model_path
-    cli(
-        "predict",
-        "--config",
-        str(run_dir / "config.yaml"),
-        f"--ckpt_path={best}",
-        "--trainer.enable_progress_bar=false",
-    )
-    with open(run_dir / "predict" / "predictions.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = predict_rows(run_dir, result.trainer.checkpoint_callback.best_model_path)
     labels = result.datamodule.splits["test"].labels.tolist()
     assert len(rows) == 370 and [r["id"] for r in rows[:2]] == ["test_0", "test_1"]
     right = sum(r["predicted"] == result.datamodule.classes[y] for r, y in zip(rows, labels, strict=True))

@@ -10,6 +10,7 @@ from proj.data.imbalanced_digits import ImbalancedDigitsDataModule
 from proj.data.sequence_data import JapaneseVowelsDataModule, SequenceDataModule, SequenceFileDataModule
 from proj.data.sequences import Padded
 from proj.data.tabular import CSVDataModule
+from proj.data.text import StdlibDocstringsDataModule, TextCSVDataModule, TextDataModule
 
 __all__ = [
     "ArrayDataModule",
@@ -26,4 +27,7 @@ __all__ = [
     "Padded",
     "SequenceDataModule",
     "SequenceFileDataModule",
+    "StdlibDocstringsDataModule",
+    "TextCSVDataModule",
+    "TextDataModule",
 ]

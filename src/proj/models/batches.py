@@ -75,6 +75,13 @@ def labelled(target: Tensor | None, split: str) -> Tensor:
 def check_input_shape(inputs: Any, input_shape: Sequence[int]) -> None:
     """The first batch's inputs against the data module's input_shape, which the net was built for: a mismatch is
     one line naming both, not a shape error from inside the net's first layer."""
+    if isinstance(inputs, Padded) and not inputs.values.is_floating_point():  # token ids of a vocabulary
+        if len(input_shape) != 1 or int(inputs.values.max()) >= input_shape[0]:
+            raise BatchError(
+                f"a batch holds token id {int(inputs.values.max())}, but the data module's input_shape is "
+                f"{list(input_shape)}: for token ids it is (vocabulary size,) ({DOCS})"
+            )
+        return
     if isinstance(inputs, Padded):  # sequences: one step's shape
         found = list(inputs.values.shape[2:])
         if found != list(input_shape):

@@ -8,5 +8,15 @@ from proj.nets.cnn import SmallCNN
 from proj.nets.mlp import MLP
 from proj.nets.resnet import ResNet
 from proj.nets.sequence import SequenceCNN, SequenceGRU, SequenceTransformer
+from proj.nets.text import TextEmbeddingBag, TextTransformer
 
-__all__ = ["MLP", "ResNet", "SequenceCNN", "SequenceGRU", "SequenceTransformer", "SmallCNN"]
+__all__ = [
+    "MLP",
+    "ResNet",
+    "SequenceCNN",
+    "SequenceGRU",
+    "SequenceTransformer",
+    "SmallCNN",
+    "TextEmbeddingBag",
+    "TextTransformer",
+]
