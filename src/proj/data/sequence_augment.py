@@ -44,16 +44,12 @@ class SequenceAugment(nn.Module):
         return Padded(values, lengths, padding_mask(lengths, values.shape[1]))
 
 
-def uniform(n: int, device: torch.device) -> Tensor:
-    return torch.rand(n, device=device)
-
-
 def crop_windows(values: Tensor, lengths: Tensor, least: float) -> tuple[Tensor, Tensor]:
     """A window of each sequence, of a share ~ U(least, 1) of its length, at a random start, moved to step 0."""
     n, steps, features = values.shape
-    share = least + (1 - least) * uniform(n, values.device)
+    share = least + (1 - least) * torch.rand(n, device=values.device)
     kept = (share * lengths).ceil().long().clamp(1)
-    start = (uniform(n, values.device) * (lengths - kept + 1)).floor().long()
+    start = (torch.rand(n, device=values.device) * (lengths - kept + 1)).floor().long()
     index = (start[:, None] + torch.arange(steps, device=values.device)[None, :]).clamp(max=steps - 1)
     cropped = values.gather(1, index[..., None].expand(n, steps, features))
     return cropped * padding_mask(kept, steps)[..., None], kept
@@ -62,7 +58,7 @@ def crop_windows(values: Tensor, lengths: Tensor, least: float) -> tuple[Tensor,
 def random_spans(lengths: Tensor, steps: int, most: float) -> Tensor:
     """(batch, steps) bool: one span per sequence, of up to `most` of its length, within its real steps."""
     n, device = len(lengths), lengths.device
-    width = (uniform(n, device) * most * lengths).floor().long()
-    start = (uniform(n, device) * (lengths - width + 1)).floor().long()
+    width = (torch.rand(n, device=device) * most * lengths).floor().long()
+    start = (torch.rand(n, device=device) * (lengths - width + 1)).floor().long()
     t = torch.arange(steps, device=device)[None, :]
     return (t >= start[:, None]) & (t < (start + width)[:, None])

@@ -18,7 +18,8 @@ from torch import Tensor
 from proj.data.base import ArrayDataModule
 from proj.data.errors import DataError
 from proj.data.sequence_augment import SequenceAugment
-from proj.data.sequences import Padded, Sequences, feature_stats, pad_collate
+from proj.data.sequences import Padded, Sequences, pad_collate
+from proj.data.standardization import channel_stats
 
 
 class SequenceDataModule(ArrayDataModule):
@@ -41,8 +42,8 @@ class SequenceDataModule(ArrayDataModule):
         if not 0.0 < crop <= 1.0:
             raise DataError(f"data.crop={crop}: the smallest share of a sequence kept, in (0, 1]; 1 turns it off")
         refuse_image_options(kwargs)
-        kwargs["device_resident"] = False  # sequences are padded per batch: no one tensor to keep on the device
         super().__init__(**kwargs)
+        self.hparams.device_resident = False  # padded per batch: no one tensor to keep on the device (see text.py)
         self.sequence_augment = SequenceAugment(jitter, scaling, time_mask, crop)
 
     def setup(self, stage: str | None = None) -> None:
@@ -56,22 +57,21 @@ class SequenceDataModule(ArrayDataModule):
         return x.with_labels(y).subset(idx)
 
     def channel_stats(self, x: Sequences, train: Tensor) -> tuple[list[float], list[float]]:
-        return feature_stats(x.subset(train).steps)
+        """Per feature (dim 1 of each (time, features) sample), over the training samples' real steps only."""
+        return channel_stats(x[int(i)][0] for i in train)
 
     def sample_id(self, index: int) -> str:
         return self.ids[index]
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x: Padded = batch["input"]
-        values = self.normalize(x.values) * x.mask[..., None]  # the padding stays zero
-        x = Padded(values, x.lengths, x.mask)
+        if "mean" in self.stats:  # standardised (token ids are not): the padding stays zero
+            x = Padded(self.normalize(x.values) * x.mask[..., None], x.lengths, x.mask)
         if self.trainer is not None and self.trainer.training and self.sequence_augment.active:
             x = self.sequence_augment(x)
         return {**batch, "input": x}
 
     def normalize(self, values: Tensor) -> Tensor:
-        if "mean" not in self.stats:
-            return values
         mean = torch.as_tensor(self.stats["mean"], dtype=values.dtype, device=values.device)
         std = torch.as_tensor(self.stats["std"], dtype=values.dtype, device=values.device)
         return (values - mean) / std

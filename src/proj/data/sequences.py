@@ -8,6 +8,7 @@ lengths and a mask of the real steps: `{"input": Padded(values, lengths, mask), 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,10 +41,14 @@ class Sequences(Dataset):
                 f"sequence {ids[i]!r} has {checked[i].shape[1]} features per step, sequence {ids[0]!r} {first}: "
                 "every sample needs the same features (pad or drop the odd ones)"
             )
-        lengths = torch.tensor([len(a) for a in checked])
-        offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-        steps = torch.from_numpy(np.concatenate(checked).astype(np.float32))
-        return cls(steps, offsets, torch.as_tensor(labels), ids)
+        parts = [torch.from_numpy(a.astype(np.float32)) for a in checked]
+        return cls.from_parts(parts, torch.as_tensor(labels), ids, torch.zeros(0, 1))
+
+    @classmethod
+    def from_parts(cls, parts: list[Tensor], labels: Tensor, ids: Sequence[str], empty: Tensor) -> Sequences:
+        """Samples given one tensor each, put end to end (`empty`: the steps when there are no samples)."""
+        offsets = torch.tensor([0, *itertools.accumulate(len(p) for p in parts)], dtype=torch.long)
+        return cls(torch.cat(parts) if parts else empty, offsets, labels, ids)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -62,10 +67,7 @@ class Sequences(Dataset):
     def subset(self, idx: Tensor, train: bool = False) -> Sequences:
         """The samples at idx, in that order (a copy in the same layout)."""
         parts = [self[int(i)][0] for i in idx]
-        lengths = torch.tensor([len(p) for p in parts], dtype=torch.long)
-        offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-        steps = torch.cat(parts) if parts else self.steps[:0]
-        return Sequences(steps, offsets, self.labels[idx], [self.ids[int(i)] for i in idx])
+        return Sequences.from_parts(parts, self.labels[idx], [self.ids[int(i)] for i in idx], self.steps[:0])
 
     def concat(self, other: Sequences) -> Sequences:
         """These samples, then `other`'s (a fixed test set): of the same number of features."""
@@ -116,9 +118,3 @@ def pad_collate(samples: list[tuple[Tensor, Tensor]]) -> dict[str, Any]:
         "input": Padded(values, lengths, padding_mask(lengths, values.shape[1])),
         "target": torch.stack([y for _, y in samples]),
     }
-
-
-def feature_stats(steps: Tensor) -> tuple[list[float], list[float]]:
-    """Mean and std (population) of each feature over real time steps (never the padding), in float64."""
-    values = steps.double()
-    return values.mean(0).tolist(), values.std(0, correction=0).clamp_min(1e-6).tolist()

@@ -51,8 +51,10 @@ class TextDataModule(SequenceDataModule):
         for key in ("jitter", "scaling", "time_mask", "crop"):  # they act on feature values, not on token ids
             if kwargs.get(key, 1.0 if key == "crop" else 0.0) != (1.0 if key == "crop" else 0.0):
                 raise DataError(f"data.{key}={kwargs[key]} augments feature values; texts are token ids: remove it")
-        kwargs["standardize"] = False  # token ids are not measured
         super().__init__(**kwargs)
+        # Token ids are not measured. Set here, not in kwargs: Lightning records the outermost __init__'s arguments
+        # (a subclass's **kwargs as the command line gave them), so a changed kwargs would not reach hparams.
+        self.hparams.standardize = False
         self.read: tuple[list[str], np.ndarray, list[str]] | None = None
 
     def read_texts(self) -> tuple[list[str], np.ndarray, list[str]]:
@@ -78,16 +80,16 @@ class TextDataModule(SequenceDataModule):
         return Sequences(empty, torch.zeros(len(ids) + 1, dtype=torch.long), torch.as_tensor(labels), ids), labels
 
     def make_split(self, x: Sequences, y: Tensor, idx: Tensor, train: bool) -> Sequences:
-        return self.tokenized([self.texts[int(i)] for i in idx], y[idx], [x.ids[int(i)] for i in idx])
-
-    def channel_stats(self, x: Sequences, train: Tensor) -> tuple[list[float], list[float]]:
-        return [], []
+        """A split, tokenized; the tokenizer is made with the training split, which setup makes first (the splits
+        come as train, val, test)."""
+        texts = [self.texts[int(i)] for i in idx]
+        if train:
+            self.tokenizer = self.make_tokenizer(texts)
+        return self.tokenized(texts, y[idx], [x.ids[int(i)] for i in idx])
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits or self.predicting_only:
             return super().setup(stage)
-        texts, labels, _ = self.texts_and_labels()
-        self.tokenizer = self.make_tokenizer(texts, labels)
         super().setup(stage)
         self.stats["tokenizer"] = self.tokenizer.to_str()  # in every checkpoint: test and predict use this one
         self.stats["input"].update(dtype="int64", text=True)
@@ -105,7 +107,7 @@ class TextDataModule(SequenceDataModule):
             self.tokenizer.save(str(path))
         return {"tokenizer_path": str(path)}
 
-    def make_tokenizer(self, texts: list[str], labels: np.ndarray) -> Any:
+    def make_tokenizer(self, train: list[str]) -> Any:
         """The checkpoint's tokenizer, the one at tokenizer_path, or one trained on the training split's texts."""
         from tokenizers import Tokenizer
 
@@ -113,19 +115,13 @@ class TextDataModule(SequenceDataModule):
             return Tokenizer.from_str(self.restored["tokenizer"])
         if self.tokenizer_path:
             return Tokenizer.from_file(self.tokenizer_path)
-        train = self.split_indices(np.asarray(labels))["train"]
-        return train_wordpiece([texts[i] for i in train], self.vocab_size)
+        return train_wordpiece(train, self.vocab_size)
 
     def tokenized(self, texts: list[str], labels: Tensor, ids: list[str]) -> Sequences:
         """Each text as its first max_length token ids, in the ragged layout."""
         encoded = self.tokenizer.encode_batch(texts)
         parts = [torch.tensor(e.ids[: self.max_length] or [1], dtype=torch.long) for e in encoded]  # [UNK] if empty
-        lengths = torch.tensor([len(p) for p in parts])
-        offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-        return Sequences(torch.cat(parts), offsets, labels, ids)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return batch  # ids stay integers: nothing to scale or standardise
+        return Sequences.from_parts(parts, labels, ids, torch.zeros(0, dtype=torch.long))
 
 
 def train_wordpiece(texts: list[str], vocab_size: int) -> Any:

@@ -27,12 +27,11 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from proj.compat import logs_this_step
-from proj.models.batches import Batch, BatchKeys, check_input_shape, labelled, unpack
+from proj.models.batches import Batch, BatchKeys, Padded, check_input_shape, labelled, unpack
 from proj.models.epoch_states import epoch_states, restore_epoch_states
 from proj.models.schedule_free_modes import ScheduleFreeModes
 from proj.models.targets import check_checkpoint_targets, check_task
-from proj.nets.checkpointing import NO_BLOCKS, body_blocks, checkpoint_blocks
-from proj.nets.sequence import Padded
+from proj.nets.checkpointing import NO_BLOCKS, body_blocks, body_parts, checkpoint_blocks
 from proj.optim import (
     OptimConfig,
     TrainerFacts,
@@ -138,11 +137,9 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
         if not self.inputs_checked:  # the first batch: its shape against the data's input_shape, once
             check_input_shape(x, self.hparams.input_shape)
             self.inputs_checked = True
-        if isinstance(x, Padded):  # a batch of sequences: the net takes values, lengths and mask
-            return self.net(*x)
-        if self.hparams.channels_last and x.ndim == 4:
+        if self.hparams.channels_last and isinstance(x, Tensor) and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        return self.net(*x) if isinstance(x, Padded) else self.net(x)  # sequences: net(values, lengths, mask)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y, _ = self.unpack_batch(batch)
@@ -225,8 +222,7 @@ class TaskModule(ScheduleFreeModes, L.LightningModule):
     def shard(self, mesh: Any) -> None:
         from torch.distributed.fsdp import fully_shard  # only under FSDP2: it imports torch.distributed.tensor
 
-        body = getattr(self.net, "body", None)
-        for block in body if isinstance(body, nn.Sequential | nn.ModuleList) else []:
+        for block in body_parts(self.net):
             fully_shard(block, mesh=mesh["data_parallel"])
         fully_shard(self.net, mesh=mesh["data_parallel"])
 

@@ -3,7 +3,6 @@
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torchmetrics import ClasswiseWrapper, MetricCollection
 from torchmetrics.classification import (
@@ -16,6 +15,7 @@ from torchmetrics.classification import (
 
 from proj.models.base import NetFactory, TaskModule
 from proj.models.batches import BatchKeys
+from proj.models.targets import output_names, output_weights
 from proj.optim import OptimConfig
 
 
@@ -42,19 +42,13 @@ class Classifier(TaskModule):
         super().__init__(
             net, num_outputs, input_shape, targets, optim, channels_last, compile, activation_checkpointing, batch_keys
         )
-        loss_weights, names = self.targets.get("class_weights"), self.targets.get("classes")
-        weight = torch.tensor(loss_weights, dtype=torch.float) if loss_weights else None
-        if weight is not None and len(weight) != num_outputs:
-            raise ValueError(f"data.class_weights has {len(weight)} values for {num_outputs} classes")
-        if names and len(names) != num_outputs:
-            raise ValueError(f"the data names {len(names)} classes but the model has {num_outputs} outputs")
+        weight = output_weights(self.targets, num_outputs, "class_weights", "classes")
         self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
 
     @property
     def class_names(self) -> list[str]:
         """The names of the classes in output order: the data's, which a loaded checkpoint's must equal."""
-        names = self.targets.get("classes")
-        return [str(n) for n in names] if names else [str(i) for i in range(self.num_outputs)]
+        return output_names(self.targets, self.num_outputs)
 
     def compute_loss(self, outputs: Tensor, target: Tensor) -> Tensor:
         return self.loss_fn(outputs, target)  # target: class indices, or probabilities after MixUp / CutMix

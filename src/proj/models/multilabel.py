@@ -20,6 +20,7 @@ from torchmetrics.classification import (
 
 from proj.models.base import NetFactory, TaskModule
 from proj.models.batches import BatchKeys
+from proj.models.targets import output_names, output_weights
 from proj.optim import OptimConfig
 
 # The thresholds tried per label: 0.01 .. 0.99. Binned, so the validation curve's memory is constant.
@@ -55,14 +56,9 @@ class MultiLabelClassifier(TaskModule):
         super().__init__(
             net, num_outputs, input_shape, targets, optim, channels_last, compile, activation_checkpointing, batch_keys
         )
-        pos_weight = self.targets.get("pos_weight")
-        if pos_weight is not None and len(pos_weight) != num_outputs:
-            raise ValueError(f"data.class_weights has {len(pos_weight)} values for {num_outputs} labels")
-        weight = torch.tensor(pos_weight, dtype=torch.float) if pos_weight else None
-        self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=weight)
-        names = self.targets.get("classes")
-        if names and len(names) != num_outputs:
-            raise ValueError(f"the data names {len(names)} labels but the model has {num_outputs} outputs")
+        self.loss_fn = nn.BCEWithLogitsLoss(
+            pos_weight=output_weights(self.targets, num_outputs, "pos_weight", "labels")
+        )
         self.tune = thresholds == "tune"
         given = given_thresholds(thresholds, self.class_names)
         if isinstance(thresholds, str) and not self.tune:  # a file's values travel in checkpoints, not its path
@@ -83,8 +79,7 @@ class MultiLabelClassifier(TaskModule):
 
     @property
     def class_names(self) -> list[str]:
-        names = self.targets.get("classes")
-        return [str(n) for n in names] if names else [str(i) for i in range(self.num_outputs)]
+        return output_names(self.targets, self.num_outputs)
 
     def compute_loss(self, outputs: Tensor, target: Tensor) -> Tensor:
         return self.loss_fn(outputs.float(), target.float())  # 0 / 1, or soft after MixUp / CutMix
@@ -100,9 +95,9 @@ class MultiLabelClassifier(TaskModule):
             "auroc": MultilabelAUROC(n, average="macro", thresholds=100 if split == "train" else None, **checks),
         }
         if split != "train":
-            names = [str(n) for n in (self.targets.get("classes") or range(n))]
             for name, metric in (("f1", MultilabelF1Score), ("auroc", MultilabelAUROC)):
-                metrics[f"label_{name}"] = ClasswiseWrapper(metric(n, average=None, **checks), names, f"{name}_")
+                wrapped = metric(n, average=None, **checks)
+                metrics[f"label_{name}"] = ClasswiseWrapper(wrapped, self.class_names, f"{name}_")
         return MetricCollection(metrics, prefix=f"{split}/", compute_groups=False)
 
     def update_metrics(self, metrics: MetricCollection, outputs: Tensor, target: Tensor) -> dict[str, Tensor]:

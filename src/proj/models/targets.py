@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import Tensor
+
 
 class TargetsMismatch(ValueError):
     """The data's classes (or target names, or output count) differ from those of the checkpoint being loaded:
@@ -24,6 +27,24 @@ def check_task(cls: type, task: str, data_task: str | None) -> None:
         return
     fix = f"set model.class_path: {known[data_task]}"
     raise ValueError(f"model {cls.__name__} is for {task}, but the data module's task is {data_task}: {fix}")
+
+
+def output_names(targets: dict[str, Any], num_outputs: int) -> list[str]:
+    """The names of a classifier's outputs in order (its classes or labels): the data's, which a loaded checkpoint's
+    must equal, else their positions."""
+    names = targets.get("classes")
+    return [str(n) for n in names] if names else [str(i) for i in range(num_outputs)]
+
+
+def output_weights(targets: dict[str, Any], num_outputs: int, key: str, what: str) -> Tensor | None:
+    """The loss weights the data gives under `key` (class_weights, pos_weight: from data.class_weights), one per
+    output, or None; the data's names of `what` (classes, labels) must be as many as the outputs too."""
+    weights, names = targets.get(key), targets.get("classes")
+    if weights is not None and len(weights) != num_outputs:
+        raise ValueError(f"data.class_weights has {len(weights)} values for {num_outputs} {what}")
+    if names and len(names) != num_outputs:
+        raise ValueError(f"the data names {len(names)} {what} but the model has {num_outputs} outputs")
+    return torch.tensor(weights, dtype=torch.float) if weights else None
 
 
 def check_checkpoint_targets(

@@ -57,13 +57,17 @@ def checkpointed_class(cls: type[nn.Module]) -> type[nn.Module]:
 NO_BLOCKS = "the net {} has no blocks in `net.body` to checkpoint (layers made of layers, such as ResNet's BasicBlock)"
 
 
-def body_blocks(net: nn.Module) -> list[nn.Module]:
-    """The blocks of `net.body` worth checkpointing: its children made of layers (ResNet's BasicBlock, SmallCNN's
-    ConvBNReLU). A single layer (a pooling, the MLP's Linear or BatchNorm) would keep as much as it saves."""
+def body_parts(net: nn.Module) -> list[nn.Module]:
+    """The parts of `net.body` in order when it is a sequence of them (nn.Sequential, nn.ModuleList); none when it
+    is one layer (a GRU, a Transformer encoder) or missing. What activation checkpointing and FSDP2 take apart."""
     body = getattr(net, "body", None)
-    if not isinstance(body, nn.Sequential | nn.ModuleList):  # one layer (a GRU, an encoder): no blocks to take
-        return []
-    return [block for block in body if next(block.children(), None) is not None]
+    return list(body) if isinstance(body, nn.Sequential | nn.ModuleList) else []
+
+
+def body_blocks(net: nn.Module) -> list[nn.Module]:
+    """The blocks of `net.body` worth checkpointing: its parts made of layers (ResNet's BasicBlock, SmallCNN's
+    ConvBNReLU). A single layer (a pooling, the MLP's Linear or BatchNorm) would keep as much as it saves."""
+    return [block for block in body_parts(net) if next(block.children(), None) is not None]
 
 
 def checkpoint_blocks(net: nn.Module) -> int:
