@@ -91,9 +91,9 @@ class SeedPerRank(Callback):
             torch.manual_seed(1000 + trainer.global_rank)
 
 
-def predict_rows(run_dir: Path, ckpt: str) -> list[dict[str, str]]:
-    """`predict` with a checkpoint and its run's config.yaml, from the fit's working directory (where the
-    checkpoint path is relative to): the rows of the run's predict/predictions.csv."""
+def predict_rows(run_dir: Path, ckpt: str, *options: str) -> list[dict[str, str]]:
+    """`predict` with a checkpoint and its run's config.yaml (and `options`), from the fit's working directory
+    (where the checkpoint path is relative to): the rows of the run's predict/predictions.csv."""
     import csv
 
     from proj.cli import main
@@ -108,6 +108,7 @@ def predict_rows(run_dir: Path, ckpt: str) -> list[dict[str, str]]:
                 str(run_dir / "config.yaml"),
                 f"--ckpt_path={ckpt}",
                 "--trainer.enable_progress_bar=false",
+                *options,
             ]
         )
     finally:

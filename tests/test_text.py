@@ -1,15 +1,22 @@
-"""Text classification, first part: a WordPiece tokenizer trained on the training split, token ids padded per batch
-(integers end to end), a bag-of-embeddings net against TF-IDF + logistic regression on the same split of real text
-(docstrings of the standard library labelled by package), the tokenizer in the checkpoint, and bad text input
-refused in one line before training."""
+"""Text classification: a WordPiece tokenizer trained on the training split, token ids padded per batch (integers end
+to end), a bag-of-embeddings net against TF-IDF + logistic regression on the same split of real text (docstrings of
+the standard library labelled by package), the tokenizer in the checkpoint, predict on a file of new texts (also
+without the training file), multi-label texts from Parquet, the text augmentations (what each edit does, seeded by
+epoch and place, the same again when an epoch is resumed), a pretrained text net of the same tokenizer, and bad
+text input refused in one line before training."""
 
 import csv
+import shutil
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import CONFIGS, DEFAULT, cli, trained, usage_error
+from proj.data.text_augment import WORDNET, TextAugment, neighbours, read_wordnet, typo
+
+from conftest import CONFIGS, DEFAULT, cli, cli_in, trained, usage_error
 from helpers import predict_rows
 
 EXPERIMENT = str(CONFIGS / "experiment" / "stdlib_docstrings.yaml")
@@ -72,7 +79,7 @@ GOOD = [[f"a sentence about {topic} number {i}", topic] for i in range(20) for t
     ("rows", "option", "named"),
     [
         ([*GOOD, ["   ", "cats"]], None, "texts.csv:42: the text is empty"),
-        ([*GOOD, ["a text without a label", ""]], None, "texts.csv:42: the label column 'label' is empty"),
+        ([*GOOD, ["a text without a label", ""]], None, "texts.csv:42: the target column 'label' is missing"),
         (GOOD, "--data.init_args.text=body", "data.text='body' is not a column of"),
         (GOOD, "--data.init_args.max_length=0", "data.max_length=0 must be at least 1"),
         (GOOD, "--data.init_args.jitter=0.1", "data.jitter=0.1 augments feature values"),
@@ -86,15 +93,171 @@ def test_bad_text_input_is_one_line_naming_the_row_or_key(rows, option, named, i
     assert named in line, line
 
 
-def test_a_csv_of_texts_trains_both_nets_and_keeps_ids_integer(in_tmp):
-    write_csv(in_tmp / "texts.csv", GOOD * 4)
+@pytest.fixture(scope="module")
+def topics_run(tmp_path_factory):
+    """A tiny run on a CSV of two topics, its directory holding the CSV: (result, run directory)."""
+    workdir = tmp_path_factory.mktemp("topics")
+    write_csv(workdir / "texts.csv", GOOD * 4)
     data = ["--data=proj.data.TextCSVDataModule", "--data.init_args.path=texts.csv", "--data.init_args.vocab_size=50"]
-    short = ["--trainer.max_epochs=20", "--trainer.enable_model_summary=false"]  # past the 50 warm-up steps
-    for net in ("TextEmbeddingBag", "TextTransformer"):
-        result = cli("fit", *ARGS, *data, *short, f"--model.init_args.net=proj.nets.{net}")
-        assert result.datamodule.classes == ["cats", "dogs"]
-        assert float(result.trainer.callback_metrics["test/acc"]) > 0.9, net
+    result = cli_in(workdir, "fit", *ARGS, *data, *TOPICS)
+    return result, workdir / result.trainer.log_dir
+
+
+TOPICS = ["--trainer.max_epochs=20", "--trainer.enable_model_summary=false"]  # past the 50 warm-up steps
+NEW = ["the cats sleep", "a sentence about dogs number 99", "dogs " * 300]  # the last one past max_length
+
+
+def test_predict_on_a_file_of_new_texts_also_without_the_training_file(topics_run):
+    result, run_dir = topics_run
+    assert float(result.trainer.callback_metrics["test/acc"]) > 0.9
+    workdir = run_dir.parents[2]
+    with open(workdir / "new.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["text"], *[[t] for t in NEW]])
+    ckpt = result.trainer.checkpoint_callback.best_model_path
+    predicted = predict_rows(run_dir, ckpt, "--data.init_args.predict_path=new.csv")
+    assert [r["predicted"] for r in predicted] == ["cats", "dogs", "dogs"]
+    shutil.move(workdir / "texts.csv", workdir / "moved.csv")  # the run's config.yaml names classes and tokenizer
+    try:
+        again = predict_rows(run_dir, ckpt, "--data.init_args.predict_path=new.csv")
+    finally:
+        shutil.move(workdir / "moved.csv", workdir / "texts.csv")
+    assert again == predicted
+
+
+def test_a_text_net_starts_from_a_pretrained_one_of_the_same_tokenizer_and_refuses_another(topics_run, capsys):
+    result, run_dir = topics_run
+    workdir = run_dir.parents[2]
+    ckpt = str(workdir / result.trainer.checkpoint_callback.best_model_path)
+    data = ["--data=proj.data.TextCSVDataModule", "--data.init_args.path=texts.csv"]
+    other = workdir / "other_tokenizer.json"
+    from proj.data.text import train_tokenizer
+
+    train_tokenizer(["entirely different words here"] * 5, 50).save(str(other))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)
+        line = usage_error(capsys, "fit", *ARGS, *data, f"--init_from={ckpt}")
+        assert "--init_from" in line and "data.tokenizer_path=<that run>/tokenizer.json" in line, line
+        line = usage_error(
+            capsys, "fit", *ARGS, *data, f"--data.init_args.tokenizer_path={other}", f"--init_from={ckpt}"
+        )
+        assert "holds another vocabulary than the checkpoint's" in line, line
+    tokenizer = f"--data.init_args.tokenizer_path={run_dir / 'tokenizer.json'}"
+    tuned = cli_in(workdir, "fit", *ARGS, *data, tokenizer, f"--init_from={ckpt}", "--trainer.max_epochs=1")
+    assert float(tuned.trainer.callback_metrics["test/acc"]) > 0.9  # one epoch: the pretrained weights did it
+
+
+def test_a_parquet_file_of_tagged_texts_trains_a_multilabel_model(in_tmp):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    topics = ["cats", "dogs", "birds"]
+    rows = [
+        (f"a note on {a} and {b} number {i}", f"{a};{b}") for i in range(30) for a in topics for b in topics if a < b
+    ]
+    rows += [(f"a note on {a} alone number {i}", a) for i in range(30) for a in topics]
+    pq.write_table(pa.table({"text": [r[0] for r in rows], "tags": [r[1] for r in rows]}), "tags.parquet")
+    data = ["--data=proj.data.TextCSVDataModule", "--data.init_args.path=tags.parquet", "--data.init_args.target=tags"]
+    options = [
+        "--data.init_args.task=multilabel",
+        "--data.init_args.vocab_size=60",
+        "--model=proj.models.MultiLabelClassifier",
+    ]
+    result = cli("fit", *ARGS, *data, *options, "--model.init_args.net=proj.nets.TextEmbeddingBag", *TOPICS)
+    assert result.datamodule.classes == sorted(topics)
+    assert float(result.trainer.callback_metrics["test/f1_macro"]) > 0.9
+
+
+def test_a_non_string_text_cell_of_a_parquet_file_is_one_line_naming_its_row(in_tmp, capsys):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    texts = [f"text number {i}" for i in range(20)] + [None]
+    pq.write_table(pa.table({"text": texts, "label": ["a", "b"] * 10 + ["a"]}), "texts.parquet")
+    line = usage_error(
+        capsys, "fit", *ARGS, "--data=proj.data.TextCSVDataModule", "--data.init_args.path=texts.parquet"
+    )
+    assert "texts.parquet:22: the text is None, not a string" in line, line
+
+
+def test_typos_are_one_keyboard_edit_and_word_edits_keep_the_texts_words():
+    rng = np.random.default_rng(0)
+    for word in ["handler", "queue", "x"] * 100:
+        edited = typo(word, rng)
+        if len(edited) == len(word) + 1:  # a letter inserted before its neighbour on the keyboard
+            i = next(i for i in range(len(word)) if edited[i] != word[i]) if edited[:-1] != word else len(word) - 1
+            assert edited[:i] + edited[i + 1 :] == word and edited[i] in neighbours(word[min(i, len(word) - 1)])
+        elif len(edited) == len(word) - 1:
+            assert any(word[:i] + word[i + 1 :] == edited for i in range(len(word)))
+        else:
+            changed = [i for i in range(len(word)) if edited[i] != word[i]]
+            swapped = len(changed) == 2 and changed[1] == changed[0] + 1 and sorted(edited) == sorted(word)
+            replaced = len(changed) == 1 and edited[changed[0]] in neighbours(word[changed[0]])
+            assert swapped or replaced, (word, edited)
+    text = "one two three four five six seven eight"
+    words = text.split()
+    for seed in range(20):
+        kept = TextAugment(word_delete=0.5)(text, np.random.default_rng(seed)).split()
+        assert kept and [w for w in words if w in kept] == kept  # in order, none new
+        assert sorted(TextAugment(word_swap=0.5)(text, np.random.default_rng(seed)).split()) == sorted(words)
+        more = Counter(TextAugment(word_insert=0.3)(text, np.random.default_rng(seed)).split())
+        assert set(more) == set(words) and all(more[w] >= 1 for w in words)
+    augment = TextAugment(0.1, 0.1, 0.1, 0.1)
+    assert augment(text, np.random.default_rng(7)) == augment(text, np.random.default_rng(7))
+
+
+@pytest.mark.skipif(not Path(WORDNET, "data.noun").is_file(), reason="WordNet is not installed (wordnet-base)")
+def test_synonyms_come_from_wordnet():
+    thesaurus = read_wordnet(WORDNET)
+    assert {"fast", "speedy"} <= set(thesaurus["quick"])
+    rng = np.random.default_rng(0)
+    replaced = [TextAugment(synonyms=0.99)("quick", rng) for _ in range(20)]
+    assert set(replaced) <= set(thesaurus["quick"]) | {"quick"} and len(set(replaced)) > 3
+
+
+def test_synonyms_without_wordnet_is_one_line_saying_what_to_install(in_tmp, capsys):
+    write_csv(in_tmp / "texts.csv", GOOD)
+    data = ["--data=proj.data.TextCSVDataModule", "--data.init_args.path=texts.csv", "--data.init_args.synonyms=0.1"]
+    line = usage_error(capsys, "fit", *ARGS, *data, f"--data.init_args.wordnet={in_tmp / 'none'}")
+    assert "data.synonyms needs WordNet" in line and "apt-get install wordnet-base" in line, line
+
+
+def test_augmented_batches_are_seeded_by_epoch_and_place_and_resume_in_the_middle_of_an_epoch(in_tmp):
+    from proj.data import TextCSVDataModule
+
+    write_csv(in_tmp / "texts.csv", GOOD * 2)
+    dm = TextCSVDataModule(path="texts.csv", vocab_size=50, batch_size=8, word_delete=0.3, typos=0.3, word_swap=0.2)
+    dm.setup()
+
+    def batches(epoch=0, resume=None):
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        if resume is not None:
+            loader.load_state_dict(resume)
+        return [(b["input"].values, b["target"]) for b in loader]
+
+    def equal(a, b):
+        return len(a) == len(b) and all(
+            torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=False)
+        )
+
+    first = batches()
+    assert equal(first, batches()) and not equal(first, batches(epoch=1))
+    assert equal(first[3:], batches(resume={"epoch": 0, "batches": 3}))  # the rest of the epoch, as it was
+    train = dm.splits["train"]
+    edited = [i for i in range(len(train)) if not torch.equal(train[(i, (0, 0, i))][0], train[i][0])]
+    assert len(edited) > len(train) // 2  # augmented, while a plain index reads the unedited tokens
+    assert isinstance(dm.splits["val"], type(train.clean))  # validation is never augmented
+
+
+def test_a_csv_of_texts_trains_both_nets_and_keeps_ids_integer(topics_run):
+    result, run_dir = topics_run  # TextEmbeddingBag
+    assert result.datamodule.classes == ["cats", "dogs"]
     assert np.all(np.diff(result.datamodule.splits["train"].offsets.numpy()) >= 1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(run_dir.parents[2])
+        config = ["--config", str(run_dir / "config.yaml"), "--model.init_args.net=proj.nets.TextTransformer"]
+        transformer = cli("fit", *config)
+    assert float(transformer.trainer.callback_metrics["test/acc"]) > 0.9
 
 
 @pytest.mark.slow

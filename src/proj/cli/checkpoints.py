@@ -147,6 +147,23 @@ def check_weights_fit(model: torch.nn.Module, ckpt_path: str, changed: list[str]
     )
 
 
+def data_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The data module's state in a checkpoint (its statistics, input facts, a text tokenizer): Lightning keys it by
+    the data module's class name, which the CLI's datamodule_hyper_parameters record."""
+    class_path = str((checkpoint.get("datamodule_hyper_parameters") or {}).get("_class_path", ""))
+    return checkpoint.get(class_path.rsplit(".", 1)[-1]) or {}
+
+
+def check_data_fits(dm: Any, path: str, option: str, weights_only: bool = True) -> None:
+    """Refuse a checkpoint whose net reads the data otherwise than this data module makes it (a text net trained
+    with another tokenizer), in the data module's words (`checkpoint_refusal`), before anything runs."""
+    refusal = getattr(dm, "checkpoint_refusal", None)
+    if refusal is not None:
+        why = refusal(data_state(read_checkpoint(path, weights_only, option)), f"{option} {path}")
+        if why:
+            raise UsageError(why)
+
+
 def load_trained(cli: Any, ckpt_path: str) -> tuple[Any, Any]:
     """The model and data module a CLI built from a run's config, with the checkpoint's weights and the data statistics
     it was trained with, in eval mode: what export and serve deploy."""

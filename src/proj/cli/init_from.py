@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from proj.cli.checkpoints import read_checkpoint
+from proj.cli.checkpoints import check_data_fits, read_checkpoint
 from proj.cli.parser import UsageError
 
 REPORT = "init_from.json"
@@ -171,6 +171,7 @@ def apply_init_from(cli: Any, config: Any, fitting: bool) -> None:
     path = config.get("init_from") if config is not None else None
     if not path or config.get("ckpt_path"):
         return
+    check_data_fits(cli.datamodule, path, "--init_from", config.get("weights_only") is not False)
     report = load_init_from(cli.model, path, config.get("weights_only") is not False)
     if fitting:
         cli.trainer.callbacks.append(InitFromReport(report))

@@ -35,7 +35,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from proj.cli.checkpoints import check_weights_fit, model_from_checkpoint, refused_checkpoint
+from proj.cli.checkpoints import check_data_fits, check_weights_fit, model_from_checkpoint, refused_checkpoint
 from proj.cli.config_checks import config_refusal, settle_config
 from proj.cli.init_from import HELP as INIT_FROM_HELP
 from proj.cli.init_from import apply_init_from
@@ -181,6 +181,7 @@ class ProjCLI(LightningCLI):
         ckpt = config.get("ckpt_path") if config else None
         try:
             if ckpt and Path(ckpt).is_file():
+                check_data_fits(self.datamodule, ckpt, "--ckpt_path", config.get("weights_only") is not False)
                 check_weights_fit(self.model, ckpt, self.changed_model_keys, config.get("weights_only") is not False)
             apply_init_from(self, config or self.config, self.fitting())
         except UsageError as err:

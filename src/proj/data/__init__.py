@@ -9,8 +9,10 @@ from proj.data.image_folder import ImageFolderDataModule
 from proj.data.imbalanced_digits import ImbalancedDigitsDataModule
 from proj.data.sequence_data import JapaneseVowelsDataModule, SequenceDataModule, SequenceFileDataModule
 from proj.data.sequences import Padded
+from proj.data.stdlib_docs import StdlibDocstringsDataModule
 from proj.data.tabular import CSVDataModule
-from proj.data.text import StdlibDocstringsDataModule, TextCSVDataModule, TextDataModule
+from proj.data.text import TextDataModule
+from proj.data.text_files import TextCSVDataModule
 
 __all__ = [
     "ArrayDataModule",

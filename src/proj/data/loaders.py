@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from proj.data.device import DeviceBatches
 from proj.data.image_files import collate_present
-from proj.data.sampling import ClassBalancedSampler, EpochShuffle, ResumableLoader, run_seed
+from proj.data.sampling import ClassBalancedSampler, EpochShuffle, Keyed, ResumableLoader, run_seed
 
 # device_resident "auto": the largest training split moved whole to the device. Drawing batches by index there
 # skips the DataLoader's per-sample indexing and collation (benchmarks/data_path.py measures the two paths).
@@ -57,8 +57,9 @@ class Loaders:
         # The order is a function of (run seed, epoch), not of the global RNG, and the loader resumes mid-epoch:
         # a resumed run draws the batches, dropout and augmentation an uninterrupted one would (sampling.py).
         hp, seed, data = self.hparams, run_seed(), self.splits["train"]
+        order = sampler or EpochShuffle(len(data), seed)
         return ResumableLoader(
-            data, batch_size=self.batch_size, sampler=sampler or EpochShuffle(len(data), seed),
+            data, batch_size=self.batch_size, sampler=Keyed(order, seed) if getattr(data, "keyed", False) else order,
             generator=torch.Generator().manual_seed(seed), num_workers=hp.num_workers,
             pin_memory=hp.pin_memory, persistent_workers=hp.persistent_workers and hp.num_workers > 0,
             collate_fn=self.collate,

@@ -92,6 +92,29 @@ class EpochShuffle(Sampler[int]):
         yield from torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch)).tolist()
 
 
+class Keyed(Sampler[tuple[int, tuple[int, int, int]]]):
+    """The indices of `order`, each with the key of its draw: (index, (seed, epoch, position in the epoch)). A
+    dataset that augments each sample as it is read (proj.data.text) seeds its generator with the key, so its draws
+    depend neither on the global RNG, nor on the worker, nor on whether the epoch was resumed in the middle."""
+
+    def __init__(self, order: Sampler[int], seed: int) -> None:
+        self.order, self.seed = order, seed
+
+    @property
+    def epoch(self) -> int:
+        return getattr(self.order, "epoch", 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[tuple[int, tuple[int, int, int]]]:
+        for position, index in enumerate(self.order):
+            yield index, (self.seed, self.epoch, position)
+
+
 class ResumableLoader(DataLoader):
     """A DataLoader that a run resumed mid-epoch continues where it stopped.
 

@@ -143,21 +143,37 @@ def read_csv(
         line = r + 2  # 1-based, after the header: what an editor shows
         if len(row) != len(header):
             raise DataError(f"{path}:{line} has {len(row)} fields, the header has {len(header)}")
-        if task == "multilabel":  # a set of labels: an empty cell is none of them
-            if row[t].strip().lower() in MISSING - {""}:
-                raise DataError(
-                    f"{path}:{line}: the target column {target!r} holds {row[t]!r}; for a row with none of the "
-                    "labels leave the cell empty"
-                )
-            labels.append({name.strip() for name in row[t].split(LABEL_SEPARATOR) if name.strip()})
-        elif row[t].strip().lower() in MISSING:
-            raise DataError(f"{path}:{line}: the target column {target!r} is missing; drop or label that row")
+        if task == "regression":
+            labels.append(parse_target(row[t], path, line, target))
         else:
-            labels.append(row[t].strip() if task == "classification" else parse_target(row[t], path, line, target))
+            labels.append(parse_label(row[t], task, f"{path}:{line}", target))
         for j, c in enumerate(cols):
             x[r, j] = parse_number(row[c], path, line, header[c])
     if task == "regression":
         return x, np.array(labels, dtype=np.float32), features, []
+    y, classes = encode_labels(labels, task, classes, path, target)
+    return x, y, features, classes
+
+
+def parse_label(cell: str, task: Task, where: str, target: str) -> str | set[str]:
+    """A target cell of a classification (its label) or a multi-label task (its set of labels, joined by ";")."""
+    if task == "multilabel":  # a set of labels: an empty cell is none of them
+        if cell.strip().lower() in MISSING - {""}:
+            raise DataError(
+                f"{where}: the target column {target!r} holds {cell!r}; for a row with none of the labels leave the "
+                "cell empty"
+            )
+        return {name.strip() for name in cell.split(LABEL_SEPARATOR) if name.strip()}
+    if cell.strip().lower() in MISSING:
+        raise DataError(f"{where}: the target column {target!r} is missing; drop or label that row")
+    return cell.strip()
+
+
+def encode_labels(
+    labels: list[str] | list[set[str]], task: Task, classes: list[str] | None, path: Path, target: str
+) -> tuple[np.ndarray, list[str]]:
+    """Class indices (int64), or one 0 / 1 column per label (float32), and the classes: those given, in their
+    order, or those found, sorted."""
     found = sorted(set().union(*labels) if task == "multilabel" else set(labels), key=natural_key)
     unknown = [name for name in found if classes is not None and name not in classes]
     if unknown:
@@ -167,9 +183,9 @@ def read_csv(
         )
     classes = found if classes is None else classes
     if task == "multilabel":  # one 0 / 1 column per label
-        return x, np.array([[name in row for name in classes] for row in labels], dtype=np.float32), features, classes
+        return np.array([[name in row for name in classes] for row in labels], dtype=np.float32), classes
     index = {name: i for i, name in enumerate(classes)}
-    return x, np.array([index[v] for v in labels], dtype=np.int64), features, classes
+    return np.array([index[v] for v in labels], dtype=np.int64), classes
 
 
 def read_features(path: Path, features: list[str]) -> np.ndarray:

@@ -6,23 +6,29 @@ token id of every text in one int64 array, and where each text starts), so batch
 `{"input": Padded(ids, lengths, mask), "target": y}` with ids kept as integers end to end. The tokenizer (Hugging
 Face `tokenizers`) is trained on the training split's texts only, or loaded from `tokenizer_path`; it travels in
 every checkpoint with the other statistics, so test and predict use the run's own.
+
+With text augmentations on (proj.data.text_augment), the training split keeps its texts: each sample read is its
+text edited, with a generator seeded by the key the training sampler gives it (proj.data.sampling.Keyed), and then
+tokenized. Validation, test and predict always read the unedited tokens.
+
+A subclass reads its texts (`read_texts`); proj.data.text_files reads a CSV or Parquet file, proj.data.stdlib_docs
+the bundled demo.
 """
 
 from __future__ import annotations
 
-import ast
-import csv
-import sysconfig
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from proj.data.errors import DataError
 from proj.data.sequence_data import SequenceDataModule
 from proj.data.sequences import Sequences
+from proj.data.text_augment import WORDNET, TextAugment
 
 SPECIAL = ["[PAD]", "[UNK]"]  # [PAD] first: id 0 is what padding fills (proj.nets.text.PAD)
 
@@ -31,15 +37,30 @@ class TextDataModule(SequenceDataModule):
     """Texts and their labels; a subclass says how to read them (`read_texts` returns texts, labels, ids).
 
     Args (the others are ArrayDataModule's, through SequenceDataModule; standardize does not apply):
-        vocab_size: the WordPiece vocabulary trained on the training split (the special tokens included).
+        vocab_size: the vocabulary trained on the training split (the special tokens included).
         max_length: tokens kept per text (the first ones); 0 or less is refused.
+        subword: the tokenizer trained: wordpiece (BERT's) or bpe (byte-pair encoding); both lower-case.
         tokenizer_path: a tokenizer.json (Hugging Face tokenizers) to use instead of training one.
+        word_delete, word_insert, word_swap, typos, synonyms: augmentations of training texts, each a probability
+            per word (proj.data.text_augment); off at 0.
+        wordnet: the WordNet database folder synonyms are read from (Debian's wordnet-base installs it there).
     """
 
     num_classes: int
 
     def __init__(
-        self, vocab_size: int = 8000, max_length: int = 256, tokenizer_path: str | None = None, **kwargs: Any
+        self,
+        vocab_size: int = 8000,
+        max_length: int = 256,
+        subword: Literal["wordpiece", "bpe"] = "wordpiece",
+        tokenizer_path: str | None = None,
+        word_delete: float = 0.0,
+        word_insert: float = 0.0,
+        word_swap: float = 0.0,
+        typos: float = 0.0,
+        synonyms: float = 0.0,
+        wordnet: str = WORDNET,
+        **kwargs: Any,
     ) -> None:
         if max_length < 1:
             raise DataError(f"data.max_length={max_length} must be at least 1 (tokens kept per text)")
@@ -47,10 +68,12 @@ class TextDataModule(SequenceDataModule):
             raise DataError(f"data.vocab_size={vocab_size} must be more than the {len(SPECIAL)} special tokens")
         if tokenizer_path and not Path(tokenizer_path).is_file():
             raise DataError(f"data.tokenizer_path={tokenizer_path!r} does not exist: give a tokenizer.json")
-        self.vocab_size, self.max_length, self.tokenizer_path = vocab_size, max_length, tokenizer_path
+        self.vocab_size, self.max_length, self.subword = vocab_size, max_length, subword
+        self.tokenizer_path = tokenizer_path
         for key in ("jitter", "scaling", "time_mask", "crop"):  # they act on feature values, not on token ids
             if kwargs.get(key, 1.0 if key == "crop" else 0.0) != (1.0 if key == "crop" else 0.0):
                 raise DataError(f"data.{key}={kwargs[key]} augments feature values; texts are token ids: remove it")
+        self.text_augment = TextAugment(word_delete, word_insert, word_swap, typos, synonyms, wordnet)
         super().__init__(**kwargs)
         # Token ids are not measured. Set here, not in kwargs: Lightning records the outermost __init__'s arguments
         # (a subclass's **kwargs as the command line gave them), so a changed kwargs would not reach hparams.
@@ -62,8 +85,13 @@ class TextDataModule(SequenceDataModule):
 
     @property
     def input_shape(self) -> tuple[int]:
-        """(vocabulary size,): one step is one token id; the size is the tokenizer's, known after setup."""
-        self.setup()
+        """(vocabulary size,): one step is one token id; the size is the tokenizer's, known after setup (or, to
+        predict without the training data, that of the run's tokenizer_path)."""
+        if not hasattr(self, "tokenizer"):
+            if self.predicting_only:
+                self.tokenizer = self.make_tokenizer([])
+            else:
+                self.setup()
         return (self.tokenizer.get_vocab_size(),)
 
     def texts_and_labels(self) -> tuple[list[str], np.ndarray, list[str]]:
@@ -79,20 +107,23 @@ class TextDataModule(SequenceDataModule):
         empty = torch.zeros(0, dtype=torch.long)
         return Sequences(empty, torch.zeros(len(ids) + 1, dtype=torch.long), torch.as_tensor(labels), ids), labels
 
-    def make_split(self, x: Sequences, y: Tensor, idx: Tensor, train: bool) -> Sequences:
+    def make_split(self, x: Sequences, y: Tensor, idx: Tensor, train: bool) -> Dataset:
         """A split, tokenized; the tokenizer is made with the training split, which setup makes first (the splits
-        come as train, val, test)."""
+        come as train, val, test). With augmentations, the training split also keeps its texts."""
         texts = [self.texts[int(i)] for i in idx]
         if train:
             self.tokenizer = self.make_tokenizer(texts)
-        return self.tokenized(texts, y[idx], [x.ids[int(i)] for i in idx])
+        split = self.tokenized(texts, y[idx], [x.ids[int(i)] for i in idx])
+        if train and self.text_augment.active:
+            return AugmentedTexts(split, texts, self.text_augment, self.encode)
+        return split
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits or self.predicting_only:
             return super().setup(stage)
         super().setup(stage)
         self.stats["tokenizer"] = self.tokenizer.to_str()  # in every checkpoint: test and predict use this one
-        self.stats["input"].update(dtype="int64", text=True)
+        self.stats["input"].update(dtype="int64", text=True, max_length=self.max_length)
 
     def found_init_args(self) -> dict[str, Any]:
         """Written into the run's config.yaml: the tokenizer, saved beside it as <run>/tokenizer.json. A tokenizer
@@ -115,25 +146,91 @@ class TextDataModule(SequenceDataModule):
             return Tokenizer.from_str(self.restored["tokenizer"])
         if self.tokenizer_path:
             return Tokenizer.from_file(self.tokenizer_path)
-        return train_wordpiece(train, self.vocab_size)
+        if self.predicting_only:
+            raise DataError(f"{self.predicting_only}: predicting without it needs data.tokenizer_path (the run's)")
+        return train_tokenizer(train, self.vocab_size, self.subword)
+
+    def encode(self, texts: list[str]) -> list[Tensor]:
+        return [torch.tensor(ids, dtype=torch.long) for ids in token_ids(self.tokenizer, texts, self.max_length)]
 
     def tokenized(self, texts: list[str], labels: Tensor, ids: list[str]) -> Sequences:
-        """Each text as its first max_length token ids, in the ragged layout."""
-        encoded = self.tokenizer.encode_batch(texts)
-        parts = [torch.tensor(e.ids[: self.max_length] or [1], dtype=torch.long) for e in encoded]  # [UNK] if empty
-        return Sequences.from_parts(parts, labels, ids, torch.zeros(0, dtype=torch.long))
+        """Texts as token ids in the ragged layout."""
+        return Sequences.from_parts(self.encode(texts), labels, ids, torch.zeros(0, dtype=torch.long))
+
+    def add_predict_split(self, train: Tensor, no_labels: Tensor) -> None:
+        """New texts, if the data module reads some (`load_predict_arrays`: texts and ids), tokenized, unlabelled."""
+        new = self.load_predict_arrays()
+        if new is not None:
+            texts, self.predict_ids = new
+            if not hasattr(self, "tokenizer"):  # predicting only: the checkpoint's, restored
+                self.tokenizer = self.make_tokenizer([])
+            labels = torch.full((len(texts), *no_labels.shape[1:]), -1, dtype=no_labels.dtype)
+            self.splits["predict"] = self.tokenized(texts, labels, self.predict_ids)
+
+    def checkpoint_refusal(self, state: dict[str, Any], option: str) -> str | None:
+        """Why a checkpoint's net cannot read this data's token ids: it was trained with another vocabulary."""
+        theirs = state.get("tokenizer")
+        if theirs is None or "tokenizer" in self.restored:
+            return None
+        from tokenizers import Tokenizer
+
+        if not self.tokenizer_path:
+            return (
+                f"{option}: its net reads the ids of its own tokenizer, and this run would train another: give "
+                "data.tokenizer_path=<that run>/tokenizer.json"
+            )
+        if Tokenizer.from_str(theirs).get_vocab() != self.make_tokenizer([]).get_vocab():
+            return (
+                f"{option}: data.tokenizer_path={self.tokenizer_path!r} holds another vocabulary than the checkpoint's "
+                "tokenizer: give the tokenizer.json of the run that wrote it"
+            )
+        return None
 
 
-def train_wordpiece(texts: list[str], vocab_size: int) -> Any:
-    """A lower-casing WordPiece tokenizer trained on `texts` (BERT's pre-tokenizer: words and punctuation)."""
+class AugmentedTexts(Dataset):
+    """The training split with text augmentations on. Read with a key from proj.data.sampling.Keyed, (index, (seed,
+    epoch, position)), a sample is its text edited with a generator seeded by the key, then tokenized; read with a
+    plain index (statistics, examples), its unedited tokens."""
+
+    keyed = True  # the training loader hands out keys (proj.data.loaders)
+
+    def __init__(self, clean: Sequences, texts: list[str], augment: TextAugment, encode: Any) -> None:
+        self.clean, self.texts, self.augment, self.encode = clean, texts, augment, encode
+        self.labels, self.ids = clean.labels, clean.ids
+
+    def __len__(self) -> int:
+        return len(self.clean)
+
+    def __getitem__(self, key: int | tuple[int, tuple[int, int, int]]) -> tuple[Tensor, Tensor]:
+        if not isinstance(key, tuple):
+            return self.clean[key]
+        i, seed = key
+        return self.encode([self.augment(self.texts[i], np.random.default_rng(seed))])[0], self.labels[i]
+
+    def stack(self, limit: int | None = None) -> Any:
+        return self.clean.stack(limit)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, subword: str = "wordpiece") -> Any:
+    """A lower-casing WordPiece or BPE tokenizer trained on `texts` (BERT's pre-tokenizer: words and punctuation)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    if subword == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL)
+    else:
+        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL)
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()
-    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL))
+    tokenizer.train_from_iterator(texts, trainer)
     return tokenizer
+
+
+def token_ids(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
+    """Each text's first max_length token ids ([UNK] for a text with none): in training, predict and serving."""
+    return [e.ids[:max_length] or [1] for e in tokenizer.encode_batch(texts)]
 
 
 def checked_texts(texts: list[Any], where: list[str]) -> list[str]:
@@ -144,72 +241,3 @@ def checked_texts(texts: list[Any], where: list[str]) -> list[str]:
         if not text.strip():
             raise DataError(f"{place}: the text is empty: drop that row or give it a text")
     return texts
-
-
-class TextCSVDataModule(TextDataModule):
-    """A CSV with a text column and a label column (`text`, `target`); the classes are those found, sorted."""
-
-    def __init__(self, path: str, text: str = "text", target: str = "label", **kwargs: Any) -> None:
-        self.path, self.text_column, self.target_column = Path(path), text, target
-        if not self.path.is_file():
-            raise DataError(f"data.path={path!r} does not exist: give a CSV with a text and a label column")
-        with open(self.path, newline="") as f:
-            self.rows = list(csv.DictReader(f))
-        header = list(self.rows[0]) if self.rows else []
-        for key, column in (("text", text), ("target", target)):
-            if column not in header:
-                raise DataError(f"data.{key}={column!r} is not a column of {path}; columns: {', '.join(header)}")
-        missing = next((i for i, row in enumerate(self.rows) if not (row[target] or "").strip()), None)
-        if missing is not None:
-            raise DataError(f"{path}:{missing + 2}: the label column {target!r} is empty: label or drop that row")
-        self.classes = sorted({row[target].strip() for row in self.rows})
-        self.num_classes = len(self.classes)
-        super().__init__(**kwargs)
-
-    def read_texts(self) -> tuple[list[str], np.ndarray, list[str]]:
-        where = [f"{self.path}:{i + 2}" for i in range(len(self.rows))]
-        texts = checked_texts([row[self.text_column] for row in self.rows], where)
-        labels = np.array([self.classes.index(row[self.target_column].strip()) for row in self.rows])
-        return texts, labels, [f"{self.path.name}:{i + 2}" for i in range(len(self.rows))]
-
-
-# Packages of Python's standard library present in every CPython, each with 130 to 300 documented functions and
-# classes: the demo's classes.
-PACKAGES = ("asyncio", "email", "http", "importlib", "logging", "multiprocessing", "unittest", "xml")
-
-
-class StdlibDocstringsDataModule(TextDataModule):
-    """Real English text with no download: the docstrings of the functions and classes of eight packages of the
-    running Python's standard library (PSF licence), each labelled by its package; docstrings of fewer than five
-    words are left out (about 1,770 texts on Python 3.11). Read with `ast`, nothing is imported."""
-
-    num_classes = len(PACKAGES)
-    classes = list(PACKAGES)
-
-    def read_texts(self) -> tuple[list[str], np.ndarray, list[str]]:
-        texts, labels, ids = [], [], []
-        root = Path(sysconfig.get_paths()["stdlib"])
-        for label, package in enumerate(PACKAGES):
-            for path in sorted((root / package).rglob("*.py")):
-                if "test" in path.relative_to(root).parts[1:]:
-                    continue
-                for name, doc in docstrings(path):
-                    texts.append(" ".join(doc.split()))
-                    labels.append(label)
-                    ids.append(f"{path.relative_to(root)}:{name}")
-        return texts, np.array(labels), ids
-
-
-def docstrings(path: Path) -> list[tuple[str, str]]:
-    """(name, docstring) of each function and class in a Python file with a docstring of five words or more."""
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (SyntaxError, UnicodeDecodeError):
-        return []
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            doc = ast.get_docstring(node)
-            if doc and len(doc.split()) >= 5:
-                found.append((node.name, doc))
-    return found

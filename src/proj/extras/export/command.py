@@ -30,7 +30,7 @@ from proj.cli.parser import UsageError
 from proj.data.loaders import split_tensors
 from proj.extras.export.formats import TOLERANCE, SequenceInputs, export, measure, runner, torch_args
 from proj.extras.export.formats import quantize as quantize_int8
-from proj.models.deployable import deployable, model_facts, output_name
+from proj.models.deployable import deployable, input_facts, model_facts, output_name
 
 MEASURED = 2000  # test images an export is checked and measured on, when the test split is read from files
 
@@ -93,13 +93,15 @@ def export_run(
         qpath = quantize_int8(fmt, module, example, path, out / (f"model.int8.{path.suffix[1:]}"))
         report[f"{fmt} int8"] = measure(runner(qpath, fmt), qpath, x_test, y_test, facts)
         files["model_int8"] = qpath.name
+    if "tokenizer" in dm.stats:  # texts: tokenized in Python with the run's tokenizer, kept beside the model
+        (out / "tokenizer.json").write_text(dm.stats["tokenizer"])
+        files["tokenizer"] = "tokenizer.json"
     info = {
         "format": fmt,
         "files": files,
         **facts,
         "features": list(getattr(dm, "features", None) or []),  # a table's training columns, in input order
-        "input_shape": ["batch", *(["time"] if module.sequence else []), *dm.input_shape],
-        "input_dtype": dm.stats["input"]["dtype"],
+        **input_facts(dm.stats["input"], dm.input_shape),
         "output": f"{output_name(model.task)} (batch, {model.num_outputs})",
         "scale": dm.scale,
         "mean": dm.stats.get("mean"),

@@ -53,7 +53,7 @@ class ModelAPI(ls.LitAPI):
         self.backend.load()
 
     def decode_request(self, request, context) -> np.ndarray:  # unannotated: LitServe hands over the parsed JSON
-        context["field"] = "rows" if isinstance(request, dict) and "rows" in request else "inputs"
+        context["field"] = next((k for k in ("rows", "texts") if isinstance(request, dict) and k in request), "inputs")
         try:
             return self.input_spec.decode(request)  # checked already in the HTTP process: this cannot fail there
         except BadRequest as err:

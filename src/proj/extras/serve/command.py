@@ -63,7 +63,8 @@ def serve(
     check_port_free(port)  # before the model is loaded: not "serving on ..." and then "Address already in use"
     run_dir, export_dir = locate(Path(target))
     model, facts = load_backend(run_dir, export_dir, backend, ckpt_path, worker_threads(workers))
-    info = {**facts, "backend": model.name, **run_card(export_dir, run_dir)}
+    shown = {k: v for k, v in facts.items() if k != "tokenizer_json"}  # a tokenizer's vocabulary: too long for /info
+    info = {**shown, "backend": model.name, **run_card(export_dir, run_dir)}
     with metrics_dir():
         from proj.extras.serve.api import build_server  # litserve and prometheus_client: only now, after the env var
 
@@ -109,6 +110,8 @@ def load_backend(
         from proj.extras.serve.backends import OnnxBackend
 
         facts = read_model_json(export_dir / "model.json")
+        if "tokenizer" in facts.get("files", {}):  # a text model: its requests are tokenized with the run's tokenizer
+            facts["tokenizer_json"] = (export_dir / facts["files"]["tokenizer"]).read_text()
         check_onnx_loads(onnx)
         return OnnxBackend(onnx, threads), facts
     if run_dir is None:
@@ -155,15 +158,14 @@ def torch_backend(run_dir: Path, ckpt: Path, threads: int) -> tuple[Any, dict[st
     """The checkpoint's model with the run's preprocessing inside (Deployable), built from the checkpoint alone:
     neither the training data nor the checkpoint an --init_from started from need to be where they were.
     Checkpoints written before the data's input facts were saved with them are built through config.yaml."""
-    from proj.cli.checkpoints import model_of_checkpoint, read_checkpoint
+    from proj.cli.checkpoints import data_state, model_of_checkpoint, read_checkpoint
     from proj.extras.serve.backends import TorchBackend
-    from proj.models.deployable import Deployable, model_facts
+    from proj.models.deployable import Deployable, input_facts, model_facts
 
     if not Path(ckpt).is_file():
         raise UsageError(f"--ckpt_path {ckpt} does not exist")
     checkpoint = read_checkpoint(str(ckpt))
-    data_class = str((checkpoint.get("datamodule_hyper_parameters") or {}).get("_class_path", "")).rsplit(".", 1)[-1]
-    data = checkpoint.get(data_class) or {}
+    data = data_state(checkpoint)
     if "input" not in data:
         return torch_backend_from_config(run_dir, ckpt, threads)
     model = model_of_checkpoint(checkpoint, str(ckpt))
@@ -172,14 +174,15 @@ def torch_backend(run_dir: Path, ckpt: Path, threads: int) -> tuple[Any, dict[st
     module = Deployable(
         model.net, data["input"]["scale"], data.get("mean"), data.get("std"), len(shape) + 1, model.task,
         getattr(model, "target_mean", None), getattr(model, "target_std", None), sequence,
+        bool(data["input"].get("text")),
     ).eval()  # fmt: skip
     facts = {
         "format": "pytorch",
         **model_facts(model),
         "features": list(data["input"].get("features", [])),
-        "input_shape": ["batch", *(["time"] if sequence else []), *shape],
-        "input_dtype": data["input"]["dtype"],
+        **input_facts(data["input"], shape),
         "source_checkpoint": str(ckpt),
+        **({"tokenizer_json": data["tokenizer"]} if "tokenizer" in data else {}),
     }
     return TorchBackend(module, threads), facts
 
@@ -189,7 +192,7 @@ def torch_backend_from_config(run_dir: Path, ckpt: Path, threads: int) -> tuple[
     from proj.cli.checkpoints import load_trained
     from proj.cli.run import lightning_main
     from proj.extras.serve.backends import TorchBackend
-    from proj.models.deployable import deployable, model_facts
+    from proj.models.deployable import deployable, input_facts, model_facts
 
     args = ["--config", str(run_dir / "config.yaml"), "--trainer.logger=false", "--init_from=null"]
     model, dm = load_trained(lightning_main(args, run=False), str(ckpt))
@@ -197,9 +200,9 @@ def torch_backend_from_config(run_dir: Path, ckpt: Path, threads: int) -> tuple[
         "format": "pytorch",
         **model_facts(model),
         "features": list(getattr(dm, "features", None) or []),
-        "input_shape": ["batch", *(["time"] if dm.stats["input"].get("sequence") else []), *dm.input_shape],
-        "input_dtype": dm.stats["input"]["dtype"],
+        **input_facts(dm.stats["input"], dm.input_shape),
         "source_checkpoint": str(ckpt),
+        **({"tokenizer_json": dm.stats["tokenizer"]} if "tokenizer" in dm.stats else {}),
     }
     return TorchBackend(deployable(model, dm), threads), facts
 

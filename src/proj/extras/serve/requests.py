@@ -5,6 +5,7 @@
     {"rows": [{"age": 59, "sex": 2, ...}, ...]}   tables: one object per row, keyed by the training columns
     {"inputs": [FRAMES, ...]}   sequences: each a list of frames, each frame a list of the model's features (any
                                 number of frames, at least one; a batch is padded in the worker)
+    {"texts": ["a text", ...]}  texts: tokenized here with the run's tokenizer (its first max_length tokens)
 
 Raw values are those the data module stores (digits 0..16, uint8 images 0..255, table rows in their units): the
 backend applies the run's scaling and standardisation, so a client never re-implements them. A PNG's pixel
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import math
 from dataclasses import dataclass, field
@@ -46,6 +48,8 @@ class InputSpec:
     features: list[str] = field(default_factory=list)
     max_samples: int = 256
     sequence: bool = False  # shape is then one frame's: a sample is (frames, *shape), any number of frames
+    tokenizer: str | None = None  # a text model's tokenizer (its JSON): requests bring texts
+    max_length: int = 0  # a text's tokens kept
 
     @classmethod
     def from_facts(cls, facts: dict[str, Any], max_samples: int = 256) -> InputSpec:
@@ -53,18 +57,24 @@ class InputSpec:
         sequence = bool(dims) and dims[0] == "time"
         shape = tuple(int(n) for n in dims[sequence:])
         features = list(facts.get("features") or [])
-        return cls(shape, facts.get("input_dtype", "float32"), features, max_samples, sequence)
+        text = facts.get("tokenizer_json"), int(facts.get("max_length", 0))
+        return cls(shape, facts.get("input_dtype", "float32"), features, max_samples, sequence, *text)
 
-    def decode(self, payload: Any) -> np.ndarray:
-        """The batch of raw inputs a request holds, of shape (n, *shape) and the model's dtype."""
-        if not isinstance(payload, dict) or len({"inputs", "rows"} & set(payload)) != 1:
-            raise BadRequest("body", f"expected a JSON object with one key, inputs or rows; {self.example()}", 400)
-        key = "rows" if "rows" in payload else "inputs"
+    def decode(self, payload: Any) -> np.ndarray | list[np.ndarray]:
+        """The batch of raw inputs a request holds, of shape (n, *shape) and the model's dtype (sequences and
+        texts: a list of arrays of their own lengths)."""
+        if not isinstance(payload, dict) or len({"inputs", "rows", "texts"} & set(payload)) != 1:
+            raise BadRequest("body", f"expected a JSON object with one key: {self.example()}", 400)
+        key = next(k for k in ("rows", "texts", "inputs") if k in payload)
+        if (key == "texts") != bool(self.tokenizer):
+            raise BadRequest(key, f"this model takes {self.example()}", 400)
         items = payload[key]
         if not isinstance(items, list) or not items:
             raise BadRequest(key, "expected a non-empty list of samples")
         if len(items) > self.max_samples:
             raise BadRequest(key, f"{len(items)} samples; at most {self.max_samples} per request (--max_samples)", 413)
+        if key == "texts":
+            return self.texts(items)
         if key == "rows":
             return np.stack([self.row(r, f"rows[{i}]") for i, r in enumerate(items)])
         if self.sequence:  # of their own lengths: padded when the worker batches them (backends.pad_sequences)
@@ -83,7 +93,24 @@ class InputSpec:
             raise BadRequest(where, f"frames of shape {list(array.shape[1:])}; expected {list(self.shape)}")
         return self.checked(array, where, array.shape)
 
+    def texts(self, items: list[Any]) -> list[np.ndarray]:
+        """Texts as their token ids, as the data module tokenizes them (proj.data.text.token_ids)."""
+        from proj.data.text import token_ids
+
+        for i, text in enumerate(items):
+            if not isinstance(text, str) or not text.strip():
+                raise BadRequest(f"texts[{i}]", f"{str(text)[:40]!r}: expected a non-empty string")
+        return [np.array(ids, dtype=np.int64) for ids in token_ids(self.text_tokenizer, items, self.max_length)]
+
+    @functools.cached_property
+    def text_tokenizer(self) -> Any:
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_str(self.tokenizer)
+
     def example(self) -> str:
+        if self.tokenizer:
+            return 'e.g. {"texts": ["a text", ...]}'
         if self.features:
             return f'e.g. {{"rows": [{{{", ".join(f"{f!r}: ..." for f in self.features[:3])}, ...}}]}}'
         if self.sequence:
