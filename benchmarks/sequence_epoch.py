@@ -1,16 +1,21 @@
-"""What the template costs over a hand-written loop on variable-length sequences: the same padded batches, the
-same net and optimisation, per training epoch.
+"""What the template costs over a hand-written loop on variable-length sequences and texts: the same padded
+batches, the same net and optimisation, per training epoch.
 
-    python benchmarks/sequence_epoch.py [--copies 20] [--epochs 3] [--repeats 5]
+    python benchmarks/sequence_epoch.py [--data vowels] [--copies 20] [--epochs 3] [--repeats 5]
+    python benchmarks/sequence_epoch.py --data docstrings --copies 1        # texts: token ids, TextEmbeddingBag
+    python benchmarks/sequence_epoch.py --data docstrings_transformer --copies 1
 
-The data is JapaneseVowels' training split repeated `--copies` times (270 utterances are 8 batches: a per-epoch
-cost would swamp the steps). Both runs draw batches from the same DataLoader over the same Sequences with the
-template's padding collate (values, lengths, mask), standardise each batch per feature on the real steps, apply
-the experiment's augmentations (jitter and scaling), and train its proj.nets.SequenceTransformer
-with AdamW, warmup and cosine per step, clipping at 1.0 and label smoothing 0.05, validating after every epoch:
+vowels: JapaneseVowels' training split repeated `--copies` times (270 utterances are 8 batches: a per-epoch cost
+would swamp the steps), each batch standardised per feature on the real steps and augmented (jitter and scaling)
+as configs/experiment/japanese_vowels.yaml does, its proj.nets.SequenceTransformer. docstrings: the text demo
+(1,237 training texts, 39 batches of token ids padded per batch, configs/experiment/stdlib_docstrings.yaml) with
+its TextEmbeddingBag, or (docstrings_transformer) with configs/experiment/stdlib_docstrings_transformer.yaml's
+TextTransformer. Both runs draw batches from the same DataLoader over the same Sequences with the template's
+padding collate (values, lengths, mask), and train with AdamW, warmup and cosine per step, clipping at 1.0 and
+label smoothing 0.05, validating after every epoch:
 
 - hand-written loop: a plain for-loop over those batches;
-- template: configs/default.yaml + configs/experiment/japanese_vowels.yaml through the real CLI objects (every
+- template: configs/default.yaml + the experiment's config through the real CLI objects (every
   default callback, the TensorBoard logger, checkpoints); its epochs timed from their start to their end (the
   epoch's validation, checkpoints and logs inside; fit's start and end, once per run, outside).
 
@@ -33,13 +38,27 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ["--config", str(ROOT / "configs" / "default.yaml")]
-CONFIGS += ["--config", str(ROOT / "configs" / "experiment" / "japanese_vowels.yaml")]
-LR, WEIGHT_DECAY, WARMUP, BATCH = 3e-3, 0.05, 50, 32  # as the experiment runs them (default.yaml's optim)
+EXPERIMENTS = {  # --data: the experiment config the template runs
+    "vowels": "japanese_vowels.yaml",
+    "docstrings": "stdlib_docstrings.yaml",
+    "docstrings_transformer": "stdlib_docstrings_transformer.yaml",
+}
+WEIGHT_DECAY, WARMUP, BATCH = 0.05, 50, 32  # as the experiments run them (default.yaml's optim)
+
+
+def configs(data: str) -> list[str]:
+    return [
+        "--config",
+        str(ROOT / "configs" / "default.yaml"),
+        "--config",
+        str(ROOT / "configs" / "experiment" / EXPERIMENTS[data]),
+    ]
 
 
 def repeated(dm, copies: int):
     """The data module reading its training utterances `copies` times (the test set as it is)."""
+    if copies == 1:
+        return dm
     read = dm.load_arrays
 
     def load_arrays():
@@ -52,7 +71,7 @@ def repeated(dm, copies: int):
     return dm
 
 
-def template(epochs: int, copies: int, batch: int) -> float:
+def template(data: str, epochs: int, copies: int, batch: int) -> float:
     from proj.cli import main
 
     args = [
@@ -60,7 +79,7 @@ def template(epochs: int, copies: int, batch: int) -> float:
         "--trainer.enable_progress_bar=false",
         f"--data.init_args.batch_size={batch}",
     ]
-    cli = main([*CONFIGS, *args], run=False)
+    cli = main([*configs(data), *args], run=False)
     dm = repeated(cli.datamodule, copies)
     clock = epoch_clock()
     cli.trainer.callbacks.append(clock)  # last: the other callbacks' epoch-end work (checkpoints) is inside
@@ -88,48 +107,55 @@ def epoch_clock():
 
 class Setup:
     """What the loop and plain Lightning share: the template's splits, padded loaders, net, optimizer and
-    schedules as configs/experiment/japanese_vowels.yaml sets them."""
+    schedules as the experiment's config sets them (read from it, with the net, through the CLI's parser)."""
 
-    def __init__(self, epochs: int, copies: int, batch: int) -> None:
-        from proj.data import JapaneseVowelsDataModule
+    def __init__(self, data: str, epochs: int, copies: int, batch: int) -> None:
+        from proj.cli import main
         from proj.data.sequence_augment import SequenceAugment
         from proj.data.sequences import pad_collate
-        from proj.nets import SequenceTransformer
 
+        cli = main([*configs(data), f"--data.init_args.batch_size={batch}", "--trainer.logger=false"], run=False)
         torch.manual_seed(0)
-        dm = repeated(JapaneseVowelsDataModule(batch_size=batch, val_fraction=0.15), copies)
+        dm = repeated(cli.datamodule, copies)
         dm.setup()
-        self.mean, self.std = torch.tensor(dm.stats["mean"]), torch.tensor(dm.stats["std"])
+        self.mean = torch.tensor(dm.stats["mean"]) if "mean" in dm.stats else None
+        self.std = torch.tensor(dm.stats["std"]) if "std" in dm.stats else None
         self.train = DataLoader(dm.splits["train"], batch_size=batch, shuffle=True, collate_fn=pad_collate)
         self.val = DataLoader(dm.splits["val"], batch_size=batch, collate_fn=pad_collate)
-        self.net = SequenceTransformer((12,), 9, d_model=64, nhead=4, layers=2, dim_feedforward=128, dropout=0.1)
-        self.augment = SequenceAugment(jitter=0.05, scaling=0.1)
+        self.net = cli.model.net  # the experiment's net, freshly initialised
+        hp = dm.hparams
+        self.augment = SequenceAugment(hp.get("jitter", 0.0), hp.get("scaling", 0.0))
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
         decay = [p for p in self.net.parameters() if p.ndim > 1]
         no_decay = [p for p in self.net.parameters() if p.ndim <= 1]
+        stage = cli.model.hparams.optim["stages"][0]
+        lr = stage["optimizer"]["init_args"]["lr"]
         self.opt = torch.optim.AdamW(
-            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=LR, weight_decay=WEIGHT_DECAY
+            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, weight_decay=WEIGHT_DECAY
         )
         steps = epochs * len(self.train)
         self.schedulers = [
             torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=steps, eta_min=1e-5),
-            torch.optim.lr_scheduler.LinearLR(self.opt, 0.01, 1.0, total_iters=WARMUP),
+            torch.optim.lr_scheduler.LinearLR(self.opt, 0.01, 1.0, total_iters=stage.get("warmup_steps", WARMUP)),
         ]
 
     def standardised(self, x):
         from proj.data.sequences import Padded
 
+        if self.mean is None:  # token ids
+            return x
         return Padded((x.values - self.mean) / self.std * x.mask[..., None], x.lengths, x.mask)
 
     def loss(self, batch) -> torch.Tensor:
-        return self.loss_fn(self.net(*self.augment(self.standardised(batch["input"]))), batch["target"])
+        x = self.standardised(batch["input"])
+        return self.loss_fn(self.net(*(self.augment(x) if self.augment.active else x)), batch["target"])
 
     def correct(self, batch) -> torch.Tensor:
         return (self.net(*self.standardised(batch["input"])).argmax(1) == batch["target"]).float()
 
 
-def hand_written(epochs: int, copies: int, batch: int) -> float:
-    run = Setup(epochs, copies, batch)
+def hand_written(data: str, epochs: int, copies: int, batch: int) -> float:
+    run = Setup(data, epochs, copies, batch)
     start = time.perf_counter()
     for _ in range(epochs):
         run.net.train()
@@ -147,11 +173,11 @@ def hand_written(epochs: int, copies: int, batch: int) -> float:
     return (time.perf_counter() - start) / epochs
 
 
-def plain_lightning(epochs: int, copies: int, batch: int) -> float:
+def plain_lightning(data: str, epochs: int, copies: int, batch: int) -> float:
     """A minimal LightningModule over the same Setup, with Lightning's bare Trainer: Lightning's own floor."""
     import lightning.pytorch as L
 
-    run = Setup(epochs, copies, batch)
+    run = Setup(data, epochs, copies, batch)
 
     class Plain(L.LightningModule):
         def __init__(self) -> None:
@@ -179,24 +205,27 @@ def plain_lightning(epochs: int, copies: int, batch: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", choices=list(EXPERIMENTS), default="vowels")
     parser.add_argument("--copies", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", type=int, nargs="+", default=[BATCH, 128], help="the experiment's, and larger")
     args = parser.parse_args()
     os.chdir(tempfile.mkdtemp(prefix="sequence_epoch_"))  # the template's logs and checkpoints land there
-    ours, loop, plain = "template (japanese_vowels experiment)", "hand-written loop", "plain Lightning, bare Trainer"
+    ours, loop = f"template ({EXPERIMENTS[args.data].removesuffix('.yaml')} experiment)", "hand-written loop"
+    plain = "plain Lightning, bare Trainer"
     found = []
     for batch in args.batches:
+        shared = (args.data, args.epochs, args.copies, batch)
         runs = {
-            loop: lambda b=batch: hand_written(args.epochs, args.copies, b),
-            plain: lambda b=batch: plain_lightning(args.epochs, args.copies, b),
-            ours: lambda b=batch: template(args.epochs, args.copies, b),
+            loop: lambda s=shared: hand_written(*s),
+            plain: lambda s=shared: plain_lightning(*s),
+            ours: lambda s=shared: template(*s),
         }
         for run in runs.values():
             run()  # warm-up: imports, first-call costs
         samples = interleave(runs, args.repeats)
-        print(f"\nJapaneseVowels x{args.copies}, Transformer, batch {batch}, {args.epochs} epochs, {args.repeats} runs")
+        print(f"\n{args.data} x{args.copies}, batch {batch}, {args.epochs} epochs, {args.repeats} runs")
         print(table(samples, "s/epoch", baseline=loop))
         minima = ratio(samples, ours, loop, min)
         found.append(

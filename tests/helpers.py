@@ -215,3 +215,39 @@ class FreezeBest(Callback):
             for callback in trainer.checkpoint_callbacks:
                 best = torch.tensor(float("-inf") if callback.mode == "min" else float("inf"))
                 callback.best_k_models = dict.fromkeys(callback.best_k_models, best)  # what new scores beat
+
+
+# Two topics a bag of words tells apart at once: a text run trained in seconds, for the text tests of each extra.
+TOPIC_ROWS = [[f"a sentence about {topic} number {i}", topic] for i in range(20) for topic in ("cats", "dogs")] * 4
+# New texts of several lengths: one word, a few, and one past the run's max_length of 128 tokens.
+NEW_TEXTS = ["cats", "the dogs sleep here", "a sentence about dogs number 99 " * 3, "cats and more cats " * 60]
+
+
+def text_run(workdir: Path) -> tuple[Path, str, list[dict[str, str]]]:
+    """A tiny text run on TOPIC_ROWS in `workdir` and its predictions for NEW_TEXTS (read from new.csv): (run
+    directory, best checkpoint, the rows of predictions.csv)."""
+    import csv
+
+    from proj.cli import main
+
+    with open(workdir / "texts.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["text", "label"], *TOPIC_ROWS])
+    with open(workdir / "new.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["text"], *[[t] for t in NEW_TEXTS]])
+    old = os.getcwd()
+    os.chdir(workdir)
+    try:
+        result = main(
+            [
+                "fit", "--config", str(ROOT / "configs" / "default.yaml"),
+                "--config", str(ROOT / "configs" / "experiment" / "stdlib_docstrings.yaml"),
+                "--data=proj.data.TextCSVDataModule", "--data.init_args.path=texts.csv",
+                "--data.init_args.vocab_size=50", "--trainer.max_epochs=20", "--trainer.enable_progress_bar=false",
+                "--trainer.enable_model_summary=false",
+            ]
+        )  # fmt: skip
+    finally:
+        os.chdir(old)
+    best = str(workdir / result.trainer.checkpoint_callback.best_model_path)
+    run_dir = workdir / result.trainer.log_dir
+    return run_dir, best, predict_rows(run_dir, best, "--data.init_args.predict_path=new.csv")

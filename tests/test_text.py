@@ -243,6 +243,8 @@ def test_augmented_batches_are_seeded_by_epoch_and_place_and_resume_in_the_middl
     first = batches()
     assert equal(first, batches()) and not equal(first, batches(epoch=1))
     assert equal(first[3:], batches(resume={"epoch": 0, "batches": 3}))  # the rest of the epoch, as it was
+    dm.hparams.num_workers = 2
+    assert equal(first, batches())  # whichever process reads a sample draws its edits
     train = dm.splits["train"]
     edited = [i for i in range(len(train)) if not torch.equal(train[(i, (0, 0, i))][0], train[i][0])]
     assert len(edited) > len(train) // 2  # augmented, while a plain index reads the unedited tokens
@@ -268,3 +270,45 @@ def test_predict_from_the_runs_config_uses_the_runs_tokenizer(docstrings_run):
     labels = result.datamodule.splits["test"].labels.tolist()
     right = sum(r["predicted"] == result.datamodule.classes[y] for r, y in zip(rows, labels, strict=True))
     assert right / len(rows) == pytest.approx(float(result.trainer.callback_metrics["test/acc"]), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_the_misclassified_validation_texts_are_a_table_in_tensorboards_text_tab(docstrings_run):
+    pytest.importorskip("proj.extras.tensorboard_views")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result, run_dir = docstrings_run
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0}).Reload()
+    last = events.Tensors("val/misclassified_texts/text_summary")[-1]  # the end of fit: the last epoch's weights
+    lines = last.tensor_proto.string_val[0].decode().splitlines()
+    assert lines[0] == "id | true | predicted | probability | text"
+    rows = [line.split(" | ") for line in lines[2:]]
+    model, dm = result.model, result.datamodule
+    model.load_state_dict(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
+    wrong = {}
+    with torch.no_grad():  # the validation batches: the same sums in the same order, the same near-ties
+        outputs = [(model.eval()(b["input"]).argmax(1), b["target"]) for b in dm.val_dataloader()]
+    predicted, target = (torch.cat(t) for t in zip(*outputs, strict=True))
+    ids, names = dm.sample_ids("val"), dm.classes
+    for i in torch.nonzero(predicted != target).flatten().tolist():
+        wrong[ids[i]] = (names[int(target[i])], names[int(predicted[i])])
+    assert 0 < len(rows) == min(20, len(wrong))
+    assert all(wrong[row[0]] == (row[1], row[2]) for row in rows)
+    sure = [float(row[3]) for row in rows]
+    assert sure == sorted(sure, reverse=True)  # the most confident mistakes first
+
+
+@pytest.mark.slow
+def test_cross_validation_and_a_search_run_on_texts(in_tmp):
+    pytest.importorskip("proj.extras.cv")
+    pytest.importorskip("proj.extras.tune")
+    write_csv(in_tmp / "texts.csv", GOOD * 4)
+    data = ["--data=proj.data.TextCSVDataModule", "--data.init_args.path=texts.csv", "--data.init_args.vocab_size=50"]
+    short = ["--trainer.max_epochs=12", "--trainer.enable_model_summary=false"]
+    summary = cli("cv", *ARGS, *data, *short, "--folds", "2")
+    assert len(summary["folds"]) == 2 and summary["mean"]["test/acc"] > 0.8
+    search = ["--config", str(CONFIGS / "hpo" / "text_optuna.yaml"), "--tune.n_trials=2", "--tune.pruner=none"]
+    study = cli("tune", *ARGS, *data, *search, *short, "--data.init_args.vocab_size=50")
+    assert len(study.trials) == 2 and study.best_value > 0.8
+    vocab = [t.params["data.init_args.vocab_size"] for t in study.trials]
+    assert all(v in (2000, 4000, 8000) for v in vocab)  # the search's choices reached the data module

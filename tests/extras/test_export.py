@@ -171,3 +171,30 @@ def test_help_shows_its_own_options(capsys):
 )  # fmt: skip
 def test_bad_input_is_one_clear_line_before_training(case, tiny_run, tmp_path, monkeypatch, capsys):
     assert_refused_before_training(case, tiny_run, tmp_path, monkeypatch, capsys)
+
+
+def test_a_text_model_exports_with_its_tokenizer_and_equals_predict_on_texts_of_several_lengths(tmp_path, monkeypatch):
+    from tokenizers import Tokenizer
+
+    from proj.data.text import token_ids
+
+    from helpers import NEW_TEXTS, text_run
+
+    run_dir, best, predicted = text_run(tmp_path)
+    monkeypatch.chdir(tmp_path)  # the run's config.yaml names texts.csv and its tokenizer from there
+    cli("export", "--config", str(run_dir / "config.yaml"), f"--ckpt_path={best}")
+    folder = run_dir / "export"
+    info = json.loads((folder / "model.json").read_text())
+    assert info["files"]["tokenizer"] == "tokenizer.json" and info["input_dtype"] == "int64"
+    tokenizer = Tokenizer.from_file(str(folder / info["files"]["tokenizer"]))  # beside the model, as a client has it
+    ids = token_ids(tokenizer, NEW_TEXTS, info["max_length"])
+    assert len(ids[-1]) == info["max_length"] < len(tokenizer.encode(NEW_TEXTS[-1]).ids)  # truncated
+    lengths = np.array([len(i) for i in ids])
+    values = np.zeros((len(ids), lengths.max()), dtype=np.int64)
+    for row, i in zip(values, ids, strict=True):
+        row[: len(i)] = i
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    probabilities = session.run(None, {"values": values, "lengths": lengths})[0]
+    expected = np.array([[float(r["p_cats"]), float(r["p_dogs"])] for r in predicted])
+    assert np.allclose(probabilities, expected, atol=1e-5)
+    assert [info["classes"][k] for k in probabilities.argmax(1)] == [r["predicted"] for r in predicted]

@@ -470,3 +470,25 @@ def test_sequences_of_several_lengths_from_several_requests_are_padded_into_one_
     answers = api.unbatch(api.predict(api.batch([first, second])))
     assert calls == [(3, 3, 2)]  # one call: three sequences padded to the longest
     assert answers[0].tolist() == [[3, 1], [12, 3]] and answers[1].tolist() == [[20, 2]]
+
+
+@pytest.mark.skipif(not EXPORTS, reason="the export extra is not installed")
+def test_texts_are_served_through_the_runs_tokenizer_equal_to_predict(tmp_path):
+    from helpers import NEW_TEXTS, text_run
+
+    run, best, predicted = text_run(tmp_path)
+    cli_in(tmp_path, "export", "--config", str(run / "config.yaml"), f"--ckpt_path={best}")
+    process, url = start(run / "export", "--max_batch_size=4")
+    try:
+        wait_healthy(process, url)
+        status, answer = post(url, {"texts": NEW_TEXTS})
+        assert status == 200, answer
+        for row, served in zip(predicted, answer["predictions"], strict=True):
+            assert served["class"] == row["predicted"]
+            assert served["probabilities"]["dogs"] == pytest.approx(float(row["p_dogs"]), abs=1e-5)
+        status, answer = post(url, {"texts": ["a text", "  "]})
+        assert status == 422 and answer["field"] == "texts[1]", answer
+        status, answer = post(url, {"inputs": [[1, 2, 3]]})
+        assert status == 400 and '{"texts": ["a text", ...]}' in answer["error"], answer
+    finally:
+        stop(process)

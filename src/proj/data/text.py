@@ -115,7 +115,7 @@ class TextDataModule(SequenceDataModule):
             self.tokenizer = self.make_tokenizer(texts)
         split = self.tokenized(texts, y[idx], [x.ids[int(i)] for i in idx])
         if train and self.text_augment.active:
-            return AugmentedTexts(split, texts, self.text_augment, self.encode)
+            return AugmentedTexts(split, texts, self.text_augment, self.tokenizer, self.max_length)
         return split
 
     def setup(self, stage: str | None = None) -> None:
@@ -150,12 +150,10 @@ class TextDataModule(SequenceDataModule):
             raise DataError(f"{self.predicting_only}: predicting without it needs data.tokenizer_path (the run's)")
         return train_tokenizer(train, self.vocab_size, self.subword)
 
-    def encode(self, texts: list[str]) -> list[Tensor]:
-        return [torch.tensor(ids, dtype=torch.long) for ids in token_ids(self.tokenizer, texts, self.max_length)]
-
     def tokenized(self, texts: list[str], labels: Tensor, ids: list[str]) -> Sequences:
         """Texts as token ids in the ragged layout."""
-        return Sequences.from_parts(self.encode(texts), labels, ids, torch.zeros(0, dtype=torch.long))
+        parts = [torch.tensor(i, dtype=torch.long) for i in token_ids(self.tokenizer, texts, self.max_length)]
+        return Sequences.from_parts(parts, labels, ids, torch.zeros(0, dtype=torch.long))
 
     def add_predict_split(self, train: Tensor, no_labels: Tensor) -> None:
         """New texts, if the data module reads some (`load_predict_arrays`: texts and ids), tokenized, unlabelled."""
@@ -194,8 +192,15 @@ class AugmentedTexts(Dataset):
 
     keyed = True  # the training loader hands out keys (proj.data.loaders)
 
-    def __init__(self, clean: Sequences, texts: list[str], augment: TextAugment, encode: Any) -> None:
-        self.clean, self.texts, self.augment, self.encode = clean, texts, augment, encode
+    def __init__(self, clean: Sequences, texts: list[str], augment: TextAugment, tokenizer: Any, max_length: int):
+        # What a worker process needs, and no more: spawned workers get the dataset pickled.
+        self.clean, self.texts, self.augment, self.tokenizer, self.max_length = (
+            clean,
+            texts,
+            augment,
+            tokenizer,
+            max_length,
+        )
         self.labels, self.ids = clean.labels, clean.ids
 
     def __len__(self) -> int:
@@ -205,7 +210,8 @@ class AugmentedTexts(Dataset):
         if not isinstance(key, tuple):
             return self.clean[key]
         i, seed = key
-        return self.encode([self.augment(self.texts[i], np.random.default_rng(seed))])[0], self.labels[i]
+        edited = self.augment(self.texts[i], np.random.default_rng(seed))
+        return torch.tensor(token_ids(self.tokenizer, [edited], self.max_length)[0]), self.labels[i]
 
     def stack(self, limit: int | None = None) -> Any:
         return self.clean.stack(limit)

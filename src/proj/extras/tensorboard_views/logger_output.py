@@ -41,6 +41,24 @@ def log_image(trainer: L.Trainer, tag: str, image: np.ndarray, step: int) -> Non
             rank_zero_info(f"{type(logger).__name__} shows no images: {tag} and the other figures are not in it.")
 
 
+def log_table(trainer: L.Trainer, tag: str, header: list[str], rows: list[list[str]], step: int) -> None:
+    """A table of text into every logger that shows text: TensorBoard's TEXT tab (markdown), MLflow (a JSON table
+    artifact), W&B (a table)."""
+    for logger in rank_zero_loggers(trainer):
+        if isinstance(logger, TensorBoardLogger):
+            cells = [[c.replace("|", "\\|").replace("\n", " ") for c in row] for row in [header, *rows]]
+            lines = [" | ".join(cells[0]), " | ".join("---" for _ in header), *(" | ".join(r) for r in cells[1:])]
+            logger.experiment.add_text(tag, "\n".join(lines), step)
+        elif isinstance(logger, MLFlowLogger):
+            columns = {name: [row[i] for row in rows] for i, name in enumerate(header)}
+            logger.experiment.log_table(logger.run_id, columns, f"{tag.replace('/', '_')}_{step}.json")
+        elif isinstance(logger, WandbLogger):
+            logger.log_text(key=tag, columns=header, data=rows, step=step)
+        elif logger not in _TOLD:
+            _TOLD.add(logger)
+            rank_zero_info(f"{type(logger).__name__} shows no text tables: {tag} is not in it.")
+
+
 def log_figure(trainer: L.Trainer, tag: str, figure: Any, step: int) -> None:
     """A matplotlib Figure, drawn once into pixels, into every logger that shows images."""
     loggers = rank_zero_loggers(trainer)
