@@ -28,6 +28,16 @@ BENCHMARKS = [
         "Variable-length sequences: one epoch of recorded speech, template against a hand-written loop",
         ["sequence_epoch.py"],
     ),
+    (
+        "Text: one epoch of the docstrings experiments, template against a hand-written loop",
+        ["sequence_epoch.py", "--data", "docstrings", "--copies", "1"],
+    ),
+    (
+        "Text: one epoch of the docstrings Transformer recipe (word deletion on), template against a loop",
+        ["sequence_epoch.py", "--data", "docstrings_transformer", "--copies", "1"],
+    ),
+    ("Text: the two recipes beside TF-IDF + logistic regression, three seeds", ["text_demo.py"]),
+    ("Text augmentations on a fifth of the training split, three seeds", ["text_augment.py"]),
     ("Start-up", ["startup.py"]),
     ("Data path: augmentation on the device", ["data_path.py"]),
     ("Data at scale: memory and images / s of a lazy folder and streamed shards", ["data_scale.py"]),

@@ -35,13 +35,13 @@ from pathlib import Path
 import torch
 from common import interleave, ratio, result, table
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = {  # --data: the experiment config the template runs
     "vowels": "japanese_vowels.yaml",
     "docstrings": "stdlib_docstrings.yaml",
-    "docstrings_transformer": "stdlib_docstrings_transformer.yaml",
+    "docstrings_transformer": ["stdlib_docstrings.yaml", "stdlib_docstrings_transformer.yaml"],
 }
 WEIGHT_DECAY, WARMUP, BATCH = 0.05, 50, 32  # as the experiments run them (default.yaml's optim)
 
@@ -111,6 +111,7 @@ class Setup:
 
     def __init__(self, data: str, epochs: int, copies: int, batch: int) -> None:
         from proj.cli import main
+        from proj.data.sampling import Keyed
         from proj.data.sequence_augment import SequenceAugment
         from proj.data.sequences import pad_collate
 
@@ -120,7 +121,10 @@ class Setup:
         dm.setup()
         self.mean = torch.tensor(dm.stats["mean"]) if "mean" in dm.stats else None
         self.std = torch.tensor(dm.stats["std"]) if "std" in dm.stats else None
-        self.train = DataLoader(dm.splits["train"], batch_size=batch, shuffle=True, collate_fn=pad_collate)
+        data = dm.splits["train"]
+        order = RandomSampler(data)  # a text experiment with augmentations edits each sample as it is read (keyed)
+        order = Keyed(order, 0) if getattr(data, "keyed", False) else order
+        self.train = DataLoader(data, batch_size=batch, sampler=order, collate_fn=pad_collate)
         self.val = DataLoader(dm.splits["val"], batch_size=batch, collate_fn=pad_collate)
         self.net = cli.model.net  # the experiment's net, freshly initialised
         hp = dm.hparams
@@ -212,7 +216,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[BATCH, 128], help="the experiment's, and larger")
     args = parser.parse_args()
     os.chdir(tempfile.mkdtemp(prefix="sequence_epoch_"))  # the template's logs and checkpoints land there
-    ours, loop = f"template ({EXPERIMENTS[args.data].removesuffix('.yaml')} experiment)", "hand-written loop"
+    ours, loop = f"template ({args.data} experiment)", "hand-written loop"
     plain = "plain Lightning, bare Trainer"
     found = []
     for batch in args.batches:

@@ -1,6 +1,6 @@
 """The text augmentations on a reduced training split: test macro F1 with and without each, over seeds.
 
-    python benchmarks/text_augment.py [--fraction 0.2] [--seeds 0 1 2] [--rate 0.1]
+    python benchmarks/text_augment.py [--fraction 0.2] [--seeds 0 1 2] [--rate 0.1] [--augmentations typos ...]
 
 The docstrings demo as configs/experiment/stdlib_docstrings.yaml trains it (TextEmbeddingBag), its training split
 cut to `--fraction` of itself (the same texts in every row and seed; validation and test as they are, so every row
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from common import result
+from text_demo import tfidf
 
 from proj.data import StdlibDocstringsDataModule
 from proj.data.text_augment import OPTIONS, WORDNET
@@ -42,28 +43,15 @@ class ReducedDocstrings(StdlibDocstringsDataModule):
         return {**found, "train": train[np.sort(keep)]}
 
 
-def fit(seed: int, fraction: float, options: list[str]) -> tuple[float, ReducedDocstrings]:
+def fit(seed: int, fraction: float, options: list[str], epochs: int) -> tuple[float, ReducedDocstrings]:
     from proj.cli import main
 
     data = ["--data=text_augment.ReducedDocstrings", f"--data.init_args.fraction={fraction}"]
     data += ["--data.init_args.batch_size=32", "--data.init_args.vocab_size=8000", "--data.init_args.max_length=128"]
-    args = [*CONFIGS, *data, *options, f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"]
+    args = [*CONFIGS, *data, *options, f"--seed_everything={seed}", f"--trainer.max_epochs={epochs}"]
+    args += ["--trainer.enable_progress_bar=false"]
     cli = main(["fit", *args, "--trainer.enable_model_summary=false"])
     return float(cli.trainer.callback_metrics["test/f1"]), cli.datamodule
-
-
-def tfidf(dm: ReducedDocstrings) -> float:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
-
-    texts, labels, _ = dm.texts_and_labels()
-    train, test = dm.indices["train"].numpy(), dm.indices["test"].numpy()
-    vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2))
-    model = LogisticRegression(max_iter=2000, C=10).fit(
-        vectorizer.fit_transform([texts[i] for i in train]), labels[train]
-    )
-    return f1_score(labels[test], model.predict(vectorizer.transform([texts[i] for i in test])), average="macro")
 
 
 def main() -> None:
@@ -71,15 +59,18 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rate", type=float, default=0.1)
+    parser.add_argument("--augmentations", nargs="+", choices=OPTIONS, default=list(OPTIONS))
+    parser.add_argument("--epochs", type=int, default=40, help="the experiment's")
     args = parser.parse_args()
     os.chdir(tempfile.mkdtemp(prefix="text_augment_"))  # the runs' logs and checkpoints land there
-    options = [o for o in OPTIONS if o != "synonyms" or Path(WORDNET, "data.noun").is_file()]
+    options = [o for o in args.augmentations if o != "synonyms" or Path(WORDNET, "data.noun").is_file()]
     rows = {"none": []} | {o: [f"--data.init_args.{o}={args.rate}"] for o in options}
-    rows["all of them"] = [f"--data.init_args.{o}={args.rate}" for o in options]
+    if len(options) > 1:
+        rows["all of them"] = [f"--data.init_args.{o}={args.rate}" for o in options]
     scores: dict[str, list[float]] = {}
     for name, row in rows.items():
         for seed in args.seeds:
-            f1, dm = fit(seed, args.fraction, row)
+            f1, dm = fit(seed, args.fraction, row, args.epochs)
             scores.setdefault(name, []).append(f1)
             print(f"{name} seed {seed}: test macro F1 {f1:.4f}", flush=True)
     reference = tfidf(dm)

@@ -22,6 +22,8 @@ pytestmark = pytest.mark.slow
         ["gpu_throughput.py", "--tiny"],
         ["resnet_epoch.py", "--tiny"],
         ["sequence_epoch.py", "--copies", "1", "--epochs", "1", "--repeats", "1", "--batches", "32"],
+        ["text_augment.py", "--fraction", "0.1", "--seeds", "0", "--epochs", "1", "--augmentations", "typos"],
+        ["text_demo.py", "--seeds", "0", "--epochs", "1"],
         ["activation_checkpointing.py", "--tiny"],
         ["serve.py", "--nets", "smallcnn", "--backends", "onnx", "--requests", "10", "--repeats", "1"],
         [

@@ -302,9 +302,9 @@ def test_the_misclassified_validation_texts_are_a_table_in_tensorboards_text_tab
 def test_cross_validation_and_a_search_run_on_texts(in_tmp):
     pytest.importorskip("proj.extras.cv")
     pytest.importorskip("proj.extras.tune")
-    write_csv(in_tmp / "texts.csv", GOOD * 4)
+    write_csv(in_tmp / "texts.csv", GOOD * 8)  # a fold's training split: past the 50 warm-up steps in 20 epochs
     data = ["--data=proj.data.TextCSVDataModule", "--data.init_args.path=texts.csv", "--data.init_args.vocab_size=50"]
-    short = ["--trainer.max_epochs=12", "--trainer.enable_model_summary=false"]
+    short = ["--trainer.max_epochs=20", "--trainer.enable_model_summary=false"]
     summary = cli("cv", *ARGS, *data, *short, "--folds", "2")
     assert len(summary["folds"]) == 2 and summary["mean"]["test/acc"] > 0.8
     search = ["--config", str(CONFIGS / "hpo" / "text_optuna.yaml"), "--tune.n_trials=2", "--tune.pruner=none"]

@@ -143,9 +143,9 @@ def read_csv(
         line = r + 2  # 1-based, after the header: what an editor shows
         if len(row) != len(header):
             raise DataError(f"{path}:{line} has {len(row)} fields, the header has {len(header)}")
-        if task == "regression":
+        if task == "regression" and row[t].strip().lower() not in MISSING:
             labels.append(parse_target(row[t], path, line, target))
-        else:
+        else:  # a missing regression target is named as such by parse_label
             labels.append(parse_label(row[t], task, f"{path}:{line}", target))
         for j, c in enumerate(cols):
             x[r, j] = parse_number(row[c], path, line, header[c])
