@@ -36,6 +36,8 @@ pytestmark = pytest.mark.slow
             "1",
             "--memory_repeats",
             "1",
+            "--workers",  # no worker processes to start: the fits and loaders are what is checked here
+            "0",
             "--work",
             "{tmp}",
         ],

@@ -312,3 +312,14 @@ def test_cross_validation_and_a_search_run_on_texts(in_tmp):
     assert len(study.trials) == 2 and study.best_value > 0.8
     vocab = [t.params["data.init_args.vocab_size"] for t in study.trials]
     assert all(v in (2000, 4000, 8000) for v in vocab)  # the search's choices reached the data module
+
+
+@pytest.mark.parametrize("subword", ["wordpiece", "bpe"])
+def test_both_tokenizers_learn_the_training_words_within_the_vocabulary_size(subword):
+    from proj.data.text import SPECIAL, token_ids, train_tokenizer
+
+    tokenizer = train_tokenizer([text for text, _ in GOOD], 60, subword)
+    assert tokenizer.get_vocab_size() <= 60 and [tokenizer.token_to_id(t) for t in SPECIAL] == [0, 1]
+    ids = token_ids(tokenizer, ["A sentence about cats", "zebra"], 3)
+    assert len(ids[0]) == 3 and 1 not in ids[0]  # known words, lower-cased, truncated to max_length
+    assert tokenizer.decode(token_ids(tokenizer, ["about dogs"], 10)[0]).replace(" ", "") == "aboutdogs"

@@ -2,7 +2,8 @@
 
 A split is a TensorDataset (samples held in memory) or a dataset that reads each sample when asked (an image
 folder's files: image_files.ImageFiles), which has `labels` and `stack`. Both go through the same loaders;
-only a TensorDataset can be device-resident.
+only a TensorDataset can be device-resident. A training split that edits each sample as it is read (augmented texts)
+sets `keyed`: its loader hands it (index, key) pairs, the key seeding the edits (sampling.Keyed).
 """
 
 from typing import Any

@@ -37,7 +37,8 @@ class TextDataModule(SequenceDataModule):
     """Texts and their labels; a subclass says how to read them (`read_texts` returns texts, labels, ids).
 
     Args (the others are ArrayDataModule's, through SequenceDataModule; standardize does not apply):
-        vocab_size: the vocabulary trained on the training split (the special tokens included).
+        vocab_size: the vocabulary trained on the training split (the special tokens included; WordPiece keeps
+            every character seen, so a tiny vocab_size may be exceeded).
         max_length: tokens kept per text (the first ones); 0 or less is refused.
         subword: the tokenizer trained: wordpiece (BERT's) or bpe (byte-pair encoding); both lower-case.
         tokenizer_path: a tokenizer.json (Hugging Face tokenizers) to use instead of training one.
