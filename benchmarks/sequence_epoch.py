@@ -47,12 +47,11 @@ WEIGHT_DECAY, WARMUP, BATCH = 0.05, 50, 32  # as the experiments run them (defau
 
 
 def configs(data: str) -> list[str]:
-    return [
-        "--config",
-        str(ROOT / "configs" / "default.yaml"),
-        "--config",
-        str(ROOT / "configs" / "experiment" / EXPERIMENTS[data]),
-    ]
+    files = EXPERIMENTS[data] if isinstance(EXPERIMENTS[data], list) else [EXPERIMENTS[data]]
+    found = ["--config", str(ROOT / "configs" / "default.yaml")]
+    for name in files:
+        found += ["--config", str(ROOT / "configs" / "experiment" / name)]
+    return found
 
 
 def repeated(dm, copies: int):

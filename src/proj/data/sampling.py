@@ -98,14 +98,16 @@ class Keyed(Sampler[tuple[int, tuple[int, int, int]]]):
     depend neither on the global RNG, nor on the worker, nor on whether the epoch was resumed in the middle."""
 
     def __init__(self, order: Sampler[int], seed: int) -> None:
-        self.order, self.seed = order, seed
+        self.order, self.seed, self.own_epoch = order, seed, 0
 
     @property
     def epoch(self) -> int:
-        return getattr(self.order, "epoch", 0)
+        return getattr(self.order, "epoch", self.own_epoch)  # the order's, or its own for a sampler without epochs
 
     def set_epoch(self, epoch: int) -> None:
-        self.order.set_epoch(epoch)
+        self.own_epoch = epoch
+        if hasattr(self.order, "set_epoch"):
+            self.order.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.order)
