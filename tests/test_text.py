@@ -1,4 +1,4 @@
-"""Text classification: a WordPiece tokenizer trained on the training split, token ids padded per batch (integers end
+"""Text classification: a BPE tokenizer trained on the training split, token ids padded per batch (integers end
 to end), a bag-of-embeddings net against TF-IDF + logistic regression on the same split of real text (docstrings of
 the standard library labelled by package), the tokenizer in the checkpoint, predict on a file of new texts (also
 without the training file), multi-label texts from Parquet, the text augmentations (what each edit does, seeded by

@@ -1,4 +1,4 @@
-"""Text classification data: texts and labels, a WordPiece tokenizer trained on the training split, token ids
+"""Text classification data: texts and labels, a subword tokenizer trained on the training split, token ids
 padded per batch.
 
 The texts are tokenized once in `setup` into the ragged layout of sequences (proj.data.sequences.Sequences: every
@@ -38,9 +38,11 @@ class TextDataModule(SequenceDataModule):
 
     Args (the others are ArrayDataModule's, through SequenceDataModule; standardize does not apply):
         vocab_size: the vocabulary trained on the training split (the special tokens included; WordPiece keeps
-            every character seen, so a tiny vocab_size may be exceeded).
+            every character seen, so a tiny vocab_size may be exceeded; BPE stops early on a small corpus).
         max_length: tokens kept per text (the first ones); 0 or less is refused.
-        subword: the tokenizer trained: wordpiece (BERT's) or bpe (byte-pair encoding); both lower-case.
+        subword: the tokenizer trained: bpe (byte-pair encoding) or wordpiece (BERT's); both lower-case. bpe by
+            default: its training is deterministic, WordPiece's is not (ties broken by a hash seeded per run), so a
+            run's tokenizer, and with it the run, follows from its seed.
         tokenizer_path: a tokenizer.json (Hugging Face tokenizers) to use instead of training one.
         word_delete, word_insert, word_swap, typos, synonyms: augmentations of training texts, each a probability
             per word (proj.data.text_augment); off at 0.
@@ -53,7 +55,7 @@ class TextDataModule(SequenceDataModule):
         self,
         vocab_size: int = 8000,
         max_length: int = 256,
-        subword: Literal["wordpiece", "bpe"] = "wordpiece",
+        subword: Literal["bpe", "wordpiece"] = "bpe",
         tokenizer_path: str | None = None,
         word_delete: float = 0.0,
         word_insert: float = 0.0,
@@ -127,9 +129,9 @@ class TextDataModule(SequenceDataModule):
         self.stats["input"].update(dtype="int64", text=True, max_length=self.max_length)
 
     def found_init_args(self) -> dict[str, Any]:
-        """Written into the run's config.yaml: the tokenizer, saved beside it as <run>/tokenizer.json. A tokenizer
-        trained again would differ (the trainer breaks ties by a hash seeded per process), and the model's
-        embedding is built from its vocabulary size before a checkpoint is read."""
+        """Written into the run's config.yaml: the tokenizer, saved beside it as <run>/tokenizer.json. The model's
+        embedding is built from its vocabulary size before a checkpoint is read, and a WordPiece tokenizer trained
+        again would differ (its trainer breaks ties by a hash seeded per process)."""
         log_dir = getattr(self.trainer, "log_dir", None) if self.trainer is not None else None
         if not log_dir or self.tokenizer_path:
             return {}
