@@ -41,17 +41,14 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = {  # --data: the experiment config the template runs
     "vowels": "japanese_vowels.yaml",
     "docstrings": "stdlib_docstrings.yaml",
-    "docstrings_transformer": ["stdlib_docstrings.yaml", "stdlib_docstrings_transformer.yaml"],
+    "docstrings_transformer": "stdlib_docstrings_transformer.yaml",
 }
 WEIGHT_DECAY, WARMUP, BATCH = 0.05, 50, 32  # as the experiments run them (default.yaml's optim)
 
 
 def configs(data: str) -> list[str]:
-    files = EXPERIMENTS[data] if isinstance(EXPERIMENTS[data], list) else [EXPERIMENTS[data]]
-    found = ["--config", str(ROOT / "configs" / "default.yaml")]
-    for name in files:
-        found += ["--config", str(ROOT / "configs" / "experiment" / name)]
-    return found
+    experiment = ROOT / "configs" / "experiment" / EXPERIMENTS[data]
+    return ["--config", str(ROOT / "configs" / "default.yaml"), "--config", str(experiment)]
 
 
 def repeated(dm, copies: int):

@@ -19,14 +19,12 @@ from pathlib import Path
 
 import numpy as np
 from common import result
-from text_demo import tfidf
+from text_demo import fit, tfidf
 
 from proj.data import StdlibDocstringsDataModule
 from proj.data.text_augment import OPTIONS, WORDNET
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ["--config", str(ROOT / "configs" / "default.yaml")]
-CONFIGS += ["--config", str(ROOT / "configs" / "experiment" / "stdlib_docstrings.yaml")]
+EXPERIMENT_DATA = {"batch_size": 32, "vocab_size": 8000, "max_length": 128}  # stdlib_docstrings.yaml's
 
 
 class ReducedDocstrings(StdlibDocstringsDataModule):
@@ -41,17 +39,6 @@ class ReducedDocstrings(StdlibDocstringsDataModule):
         train = found["train"]
         keep = np.random.default_rng(0).choice(len(train), round(self.fraction * len(train)), replace=False)
         return {**found, "train": train[np.sort(keep)]}
-
-
-def fit(seed: int, fraction: float, options: list[str], epochs: int) -> tuple[float, ReducedDocstrings]:
-    from proj.cli import main
-
-    data = ["--data=text_augment.ReducedDocstrings", f"--data.init_args.fraction={fraction}"]
-    data += ["--data.init_args.batch_size=32", "--data.init_args.vocab_size=8000", "--data.init_args.max_length=128"]
-    args = [*CONFIGS, *data, *options, f"--seed_everything={seed}", f"--trainer.max_epochs={epochs}"]
-    args += ["--trainer.enable_progress_bar=false"]
-    cli = main(["fit", *args, "--trainer.enable_model_summary=false"])
-    return float(cli.trainer.callback_metrics["test/f1"]), cli.datamodule
 
 
 def main() -> None:
@@ -70,7 +57,9 @@ def main() -> None:
     scores: dict[str, list[float]] = {}
     for name, row in rows.items():
         for seed in args.seeds:
-            f1, dm = fit(seed, args.fraction, row, args.epochs)
+            data = ["--data=text_augment.ReducedDocstrings", f"--data.init_args.fraction={args.fraction}"]
+            data += [f"--data.init_args.{k}={v}" for k, v in EXPERIMENT_DATA.items()]  # a new class: given again
+            f1, dm = fit([*data, *row, f"--trainer.max_epochs={args.epochs}"], seed, split_seed=0)
             scores.setdefault(name, []).append(f1)
             print(f"{name} seed {seed}: test macro F1 {f1:.4f}", flush=True)
     reference = tfidf(dm)
