@@ -31,6 +31,9 @@ from proj.data.sequences import Sequences
 from proj.data.text_augment import WORDNET, TextAugment
 
 SPECIAL = ["[PAD]", "[UNK]"]  # [PAD] first: id 0 is what padding fills (proj.nets.text.PAD)
+UNK = SPECIAL.index("[UNK]")
+# The sequence options that act on feature values, and the value that turns each off: refused for token ids.
+FEATURE_AUGMENTATIONS = {"jitter": 0.0, "scaling": 0.0, "time_mask": 0.0, "crop": 1.0}
 
 
 class TextDataModule(SequenceDataModule):
@@ -73,8 +76,8 @@ class TextDataModule(SequenceDataModule):
             raise DataError(f"data.tokenizer_path={tokenizer_path!r} does not exist: give a tokenizer.json")
         self.vocab_size, self.max_length, self.subword = vocab_size, max_length, subword
         self.tokenizer_path = tokenizer_path
-        for key in ("jitter", "scaling", "time_mask", "crop"):  # they act on feature values, not on token ids
-            if kwargs.get(key, 1.0 if key == "crop" else 0.0) != (1.0 if key == "crop" else 0.0):
+        for key, off in FEATURE_AUGMENTATIONS.items():
+            if kwargs.get(key, off) != off:
                 raise DataError(f"data.{key}={kwargs[key]} augments feature values; texts are token ids: remove it")
         self.text_augment = TextAugment(word_delete, word_insert, word_swap, typos, synonyms, wordnet)
         super().__init__(**kwargs)
@@ -155,7 +158,7 @@ class TextDataModule(SequenceDataModule):
 
     def tokenized(self, texts: list[str], labels: Tensor, ids: list[str]) -> Sequences:
         """Texts as token ids in the ragged layout."""
-        parts = [torch.tensor(i, dtype=torch.long) for i in token_ids(self.tokenizer, texts, self.max_length)]
+        parts = token_tensors(self.tokenizer, texts, self.max_length)
         return Sequences.from_parts(parts, labels, ids, torch.zeros(0, dtype=torch.long))
 
     def add_predict_split(self, train: Tensor, no_labels: Tensor) -> None:
@@ -180,7 +183,8 @@ class TextDataModule(SequenceDataModule):
                 f"{option}: its net reads the ids of its own tokenizer, and this run would train another: give "
                 "data.tokenizer_path=<that run>/tokenizer.json"
             )
-        if Tokenizer.from_str(theirs).get_vocab() != self.make_tokenizer([]).get_vocab():
+        mine = self.tokenizer if hasattr(self, "tokenizer") else self.make_tokenizer([])  # read once, for input_shape
+        if Tokenizer.from_str(theirs).get_vocab() != mine.get_vocab():
             return (
                 f"{option}: data.tokenizer_path={self.tokenizer_path!r} holds another vocabulary than the checkpoint's "
                 "tokenizer: give the tokenizer.json of the run that wrote it"
@@ -197,13 +201,8 @@ class AugmentedTexts(Dataset):
 
     def __init__(self, clean: Sequences, texts: list[str], augment: TextAugment, tokenizer: Any, max_length: int):
         # What a worker process needs, and no more: spawned workers get the dataset pickled.
-        self.clean, self.texts, self.augment, self.tokenizer, self.max_length = (
-            clean,
-            texts,
-            augment,
-            tokenizer,
-            max_length,
-        )
+        self.clean, self.texts, self.augment = clean, texts, augment
+        self.tokenizer, self.max_length = tokenizer, max_length
         self.labels, self.ids = clean.labels, clean.ids
 
     def __len__(self) -> int:
@@ -214,13 +213,13 @@ class AugmentedTexts(Dataset):
             return self.clean[key]
         i, seed = key
         edited = self.augment(self.texts[i], np.random.default_rng(seed))
-        return torch.tensor(token_ids(self.tokenizer, [edited], self.max_length)[0]), self.labels[i]
+        return token_tensors(self.tokenizer, [edited], self.max_length)[0], self.labels[i]
 
     def stack(self, limit: int | None = None) -> Any:
         return self.clean.stack(limit)
 
 
-def train_tokenizer(texts: list[str], vocab_size: int, subword: str = "wordpiece") -> Any:
+def train_tokenizer(texts: list[str], vocab_size: int, subword: str = "bpe") -> Any:
     """A lower-casing WordPiece or BPE tokenizer trained on `texts` (BERT's pre-tokenizer: words and punctuation)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -239,7 +238,12 @@ def train_tokenizer(texts: list[str], vocab_size: int, subword: str = "wordpiece
 
 def token_ids(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
     """Each text's first max_length token ids ([UNK] for a text with none): in training, predict and serving."""
-    return [e.ids[:max_length] or [1] for e in tokenizer.encode_batch(texts)]
+    return [e.ids[:max_length] or [UNK] for e in tokenizer.encode_batch(texts)]
+
+
+def token_tensors(tokenizer: Any, texts: list[str], max_length: int) -> list[Tensor]:
+    """token_ids as int64 tensors: one sample's steps each."""
+    return [torch.tensor(ids, dtype=torch.long) for ids in token_ids(tokenizer, texts, max_length)]
 
 
 def checked_texts(texts: list[Any], where: list[str]) -> list[str]:

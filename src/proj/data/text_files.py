@@ -68,10 +68,8 @@ class TextCSVDataModule(TextDataModule):
         return {**super().found_init_args(), "classes": self.classes}
 
     def read_texts(self) -> tuple[list[str], np.ndarray, list[str]]:
-        texts = checked_texts(
-            [r[self.text_column] for r in self.rows], [f"{self.path}:{i + 2}" for i in range(len(self.rows))]
-        )
-        return texts, self.labels, [f"{self.path.name}:{i + 2}" for i in range(len(self.rows))]
+        texts, ids = texts_of(self.path, self.rows, self.text_column)
+        return texts, self.labels, ids
 
     def load_predict_arrays(self) -> tuple[list[str], list[str]] | None:
         if self.predict_path is None:
@@ -79,9 +77,13 @@ class TextCSVDataModule(TextDataModule):
         if not self.predict_path.is_file():
             raise DataError(f"data.predict_path={str(self.predict_path)!r} does not exist")
         rows = read_rows(self.predict_path, "data.predict_path", {"text": self.text_column})
-        where = [f"{self.predict_path}:{i + 2}" for i in range(len(rows))]
-        ids = [f"{self.predict_path.name}:{i + 2}" for i in range(len(rows))]
-        return checked_texts([r[self.text_column] for r in rows], where), ids
+        return texts_of(self.predict_path, rows, self.text_column)
+
+
+def texts_of(path: Path, rows: list[dict[str, Any]], column: str) -> tuple[list[str], list[str]]:
+    """A file's texts, checked (a bad one named by file and line, the line an editor shows), and each row's id."""
+    lines = range(2, len(rows) + 2)  # after the header
+    return checked_texts([r[column] for r in rows], [f"{path}:{n}" for n in lines]), [f"{path.name}:{n}" for n in lines]
 
 
 def read_rows(path: Path, option: str, columns: dict[str, str]) -> list[dict[str, Any]]:
