@@ -192,3 +192,31 @@ def test_a_record_that_cannot_be_written_is_one_warning_not_a_lost_run(in_tmp, m
     with pytest.warns(UserWarning, match="run record not written: OSError: disk full"):
         result = cli_in(in_tmp, "fit", "--config", DEFAULT, *TINY, "--test_after_fit=false")
     assert result.trainer.state.finished and (in_tmp / "logs/default/version_0/checkpoints/last.ckpt").is_file()
+
+
+def test_the_card_shows_the_evaluations_intervals_beside_their_values_and_links_its_files(tmp_path):
+    """The diagnose extra's <run>/evaluation/test.json, read from disk when the card is written (the extras never
+    import each other): an interval only beside the value it was computed for, the figures and the report linked."""
+    from proj.extras.run_record.record import write_record
+
+    run = tmp_path
+    (run / "evaluation").mkdir()
+    (run / "evaluation" / "test_roc.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    metrics = {"acc": {"value": 0.9, "low": 0.85, "high": 0.95, "logged": "test/acc"},
+               "f1": {"value": 0.7, "low": 0.6, "high": 0.8, "logged": "test/f1"}}  # fmt: skip
+    evaluation = {"bootstrap": {"level": 0.95}, "metrics": metrics, "figures": {"roc": "test_roc.png"}}
+    (run / "evaluation" / "test.json").write_text(json.dumps(evaluation))
+    card = {"metrics": {"test/acc": 0.9000000238, "test/f1": 0.75, "val/acc": 0.8}}  # test/f1: of another test
+    write_record(run, {"commands": [], "card": card})
+    text = (run / "model_card.md").read_text()
+    assert "| metric | value | 95% interval |" in text and "| test/acc | 0.9 | 0.85 to 0.95 |" in text
+    assert "| test/f1 | 0.75 |  |" in text and "| val/acc | 0.8 |  |" in text
+    assert "[ROC curves](evaluation/test_roc.png)" in text and "Diagnosis:" not in text
+    assert record(run)["card"]["intervals"] == {"test/acc": {"low": 0.85, "high": 0.95, "level": 0.95}}
+    (run / "diagnose").mkdir()
+    (run / "diagnose" / "report.md").write_text("# report\n")
+    write_record(run, record(run))  # as a later command (diagnose) writes it
+    assert "Diagnosis: [diagnose/report.md](diagnose/report.md)" in (run / "model_card.md").read_text()
+    (run / "evaluation" / "test.json").unlink()
+    write_record(run, record(run))
+    assert "| metric | value |\n" in (run / "model_card.md").read_text() and "intervals" not in record(run)["card"]

@@ -1,5 +1,5 @@
 """The facts a run record holds: the code (git), the packages, the device, and the model card's facts (task,
-data, splits, classes or targets, final metrics, the recipe in one paragraph).
+data, splits, classes or targets, final metrics and their intervals, the recipe in one paragraph).
 
 Each is read once per command (the git call is one subprocess), never per epoch. The recipe is written from
 the same flat keys the HPARAMS tab shows (proj.run_settings), so the card and the loggers agree.
@@ -7,6 +7,8 @@ the same flat keys the HPARAMS tab shows (proj.run_settings), so the card and th
 
 from __future__ import annotations
 
+import json
+import math
 import platform
 import subprocess
 import sys
@@ -29,6 +31,10 @@ USED_PACKAGES = {
 }  # fmt: skip
 SPLIT_PREFIXES = ("val", "test")  # the final metrics: what validation and test logged last
 SPLIT_WORDS = ("fraction", "seed", "fold", "path", "root", "dir", "file")  # data settings of the splits, not recipe
+# Where the diagnose extra's Evaluation writes a test's intervals and figures: the test after fit, a later `test` of a
+# run's checkpoint. Read as files, never imported: the extras are independent of each other (`make lint`).
+EVALUATIONS = ("evaluation/test.json", "test/evaluation/test.json")
+DIAGNOSIS = "diagnose/report.md"  # the diagnose extra's report, linked from the card when it exists
 
 
 def git_state(cwd: Path | None = None) -> dict[str, Any] | None:
@@ -205,3 +211,45 @@ def pairs(params: Mapping[str, Any], keys: list[str], *strip: str) -> str:
             name = name[len(prefix) :] if prefix and name.startswith(prefix) else name
         items.append(f"{name} {plain(params[key])}")
     return ", ".join(items)
+
+
+def evaluation_facts(run_dir: Path, metrics: Mapping[str, float]) -> dict[str, Any]:
+    """What the card says of the evaluation, read from the run directory when the card is written: the 95% interval
+    of each test metric ("intervals", from the newest test.json), the evaluation's files ("evaluation": its JSON and
+    figures, relative to the run) and the diagnose report ("diagnosis"). An interval is shown only beside the value
+    it was computed for: a test.json of another test (older, or of another process's share under DDP) is left out."""
+    facts: dict[str, Any] = {}
+    found = [run_dir / name for name in EVALUATIONS if (run_dir / name).is_file()]
+    saved = read_json(max(found, key=lambda path: path.stat().st_mtime)) if found else None
+    if saved is not None:
+        path, report = saved
+        folder = path.parent.relative_to(run_dir).as_posix()
+        level = (report.get("bootstrap") or {}).get("level", 0.95)
+        facts["intervals"] = {
+            m["logged"]: {"low": m["low"], "high": m["high"], "level": level}
+            for m in (report.get("metrics") or {}).values()
+            if isinstance(m, dict) and same_value(m.get("value"), metrics.get(m.get("logged")), m)
+        }
+        figures = report.get("figures") or {}
+        facts["evaluation"] = {"file": path.relative_to(run_dir).as_posix(), "figures": {
+            name: f"{folder}/{file}" for name, file in figures.items() if (path.parent / str(file)).is_file()
+        }}  # fmt: skip
+    if (run_dir / DIAGNOSIS).is_file():
+        facts["diagnosis"] = DIAGNOSIS
+    return facts
+
+
+def read_json(path: Path) -> tuple[Path, dict[str, Any]] | None:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):  # half-written or hand-edited: no intervals rather than no card
+        return None
+    return (path, report) if isinstance(report, dict) else None
+
+
+def same_value(saved: Any, logged: float | None, metric: dict[str, Any]) -> bool:
+    """The interval's metric value is the one logged (float32 against float64: within 1e-4), and it has both ends."""
+    numbers = (saved, logged, metric.get("low"), metric.get("high"))
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in numbers):
+        return False
+    return math.isclose(saved, logged, rel_tol=1e-4, abs_tol=1e-6)

@@ -14,6 +14,12 @@ USER_SECTIONS = {
     "Limitations": "_To fill in: where it fails or was never tested (data it did not see, subgroups, conditions), "
     "and what the metrics above do not say._",
 }
+FIGURES = {  # the names the evaluation's figures are linked by
+    "roc": "ROC curves",
+    "precision_recall": "precision-recall curves",
+    "predicted_vs_true": "predicted vs true",
+    "highest_loss": "the highest-loss samples",
+}
 NOTE = (
     "<!-- Written by proj from run.json at the end of every command run into this run. Edit the sections "
     '"Intended use" and "Limitations" (and add your own): they are kept when the card is written again. -->'
@@ -82,8 +88,40 @@ def metrics_section(card: dict[str, Any]) -> str:
     metrics = card.get("metrics") or {}
     if not metrics:
         return "_None logged yet._"
-    rows = ["| metric | value |", "| --- | --- |", *(f"| {k} | {v:.4g} |" for k, v in metrics.items())]
-    return "\n".join(rows) + "\n\nThe last values each split logged (test: the checkpoint the last test ran on)."
+    intervals = card.get("intervals") or {}
+    if intervals:  # the level of the first: Evaluation computes every interval at one level
+        level = next(iter(intervals.values())).get("level", 0.95)
+        rows = [f"| metric | value | {level:.0%} interval |", "| --- | --- | --- |"]
+        rows += [f"| {k} | {v:.4g} | {interval_text(intervals.get(k))} |" for k, v in metrics.items()]
+    else:
+        rows = ["| metric | value |", "| --- | --- |", *(f"| {k} | {v:.4g} |" for k, v in metrics.items())]
+    text = "\n".join(rows) + "\n\nThe last values each split logged (test: the checkpoint the last test ran on)."
+    return "\n\n".join([text, *evaluation_lines(card)])
+
+
+def interval_text(interval: dict[str, float] | None) -> str:
+    return f"{interval['low']:.4g} to {interval['high']:.4g}" if interval else ""
+
+
+def evaluation_lines(card: dict[str, Any]) -> list[str]:
+    """Links to what the diagnose extra wrote into the run, relative to the card: the evaluation's JSON and figures,
+    and the report."""
+    lines = []
+    evaluation = card.get("evaluation") or {}
+    if card.get("intervals"):
+        lines.append(
+            "Intervals: a percentile bootstrap over the test samples (each resample draws as many samples, with "
+            "replacement): how far the value moves with the choice of test samples alone. Not the spread over "
+            "training seeds."
+        )
+    if evaluation.get("file"):
+        file = evaluation["file"]
+        links = [f"[{FIGURES.get(name, name)}]({path})" for name, path in (evaluation.get("figures") or {}).items()]
+        what = "per-class metrics, the highest-loss samples"
+        lines.append(f"Evaluation: [{file}]({file}) ({what}); " + (", ".join(links) or "no figures") + ".")
+    if card.get("diagnosis"):
+        lines.append(f"Diagnosis: [{card['diagnosis']}]({card['diagnosis']})")
+    return lines
 
 
 def run_section(record: dict[str, Any]) -> str:

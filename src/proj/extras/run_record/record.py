@@ -4,7 +4,9 @@ run.json is one JSON object: git {commit, branch, dirty}, packages, device, seed
 of its fit commands) of the run's latest fit; "commands", one entry per command run into the run (fit, the test
 after it, a later test / validate / predict / export, a `fit --resume`), each with argv, started, wall_s and
 status (ok, failed, interrupted); and "card", the model card's facts (proj.extras.run_record.facts), which
-model_card.md is rendered from (proj.extras.run_record.model_card).
+model_card.md is rendered from (proj.extras.run_record.model_card): among them the test metrics' 95% intervals
+("intervals"), the evaluation's files ("evaluation") and the diagnose report ("diagnosis"), where the diagnose extra
+wrote them into the run.
 
 The CLI adds RunRecord to every trainer that writes a config.yaml (proj.cli.run), whatever the
 config names, and records the template's own subcommands that work on a run (`run_tool`). Rank 0 writes, once
@@ -32,6 +34,7 @@ from proj.callbacks.checkpointing import run_dir_of_checkpoint
 from proj.extras.run_record.facts import (
     card_facts,
     device_facts,
+    evaluation_facts,
     final_metrics,
     git_state,
     package_versions,
@@ -162,15 +165,22 @@ def read_record(run_dir: Path) -> dict[str, Any]:
 
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> None:
-    """run.json and model_card.md, each replaced in one rename: a crash never leaves half a file."""
+    """run.json and model_card.md, each replaced in one rename: a crash never leaves half a file. The evaluation's
+    intervals and files, and the diagnose report, are read from the run directory each time: a later command (a
+    test, `diagnose`) may have written them."""
     fits = [c.get("wall_s") or 0.0 for c in record["commands"] if c.get("command") == "fit"]
     record["wall_time_s"] = round(sum(fits), 3)
+    card = record.get("card")
+    if isinstance(card, dict):
+        for key in ("intervals", "evaluation", "diagnosis"):
+            card.pop(key, None)
+        card.update(evaluation_facts(run_dir, card.get("metrics") or {}))
     ordered = {k: record[k] for k in KEY_ORDER if k in record} | record
     replace(run_dir / RECORD, json.dumps(ordered, indent=2, default=str) + "\n")
-    card = run_dir / CARD
-    previous = card.read_text() if card.is_file() else None
+    path = run_dir / CARD
+    previous = path.read_text() if path.is_file() else None
     title = f"{run_dir.resolve().parent.name}/{run_dir.resolve().name}"
-    replace(card, render_card(record, title, previous))
+    replace(path, render_card(record, title, previous))
 
 
 def replace(path: Path, text: str) -> None:

@@ -1,0 +1,114 @@
+"""What diagnose knows of a run: its config, the health files HealthMonitor wrote, the test evaluation, and two
+facts read from its data (the classes' shares of the training split, and test samples also in the training split).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proj.extras.diagnose.health_files import HEALTH, read_rows, read_summary
+
+HEADLINE = {"classification": "acc", "multilabel": "f1_macro", "regression": "r2"}  # higher is better for each
+MAX_HASHED = 20_000  # samples per split compared for duplicates: a bounded cost on data that does not fit memory
+
+
+@dataclass
+class Evidence:
+    run: Path
+    config: dict[str, Any]
+    task: str
+    steps: list[dict[str, float]] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    train_shares: dict[str, float] = field(default_factory=dict)  # class name -> its share of the training split
+    duplicates: tuple[int, int] | None = None  # (test samples whose input is in the training split, compared)
+    images: bool = False  # inputs of shape (channels, height, width): augmentation is a fix
+
+    @property
+    def metric(self) -> str:
+        return HEADLINE.get(self.task, "loss")
+
+    def column(self, name: str, rows: str = "epochs") -> list[float]:
+        """One column of epochs.csv or steps.csv, its missing values left out."""
+        return [r[name] for r in getattr(self, rows) if name in r and not math.isnan(r[name])]
+
+    def blocks(self, prefix: str) -> dict[str, list[float]]:
+        """Per block, the column `<prefix>/<block>` of steps.csv (grad, update, dead, zeros, act_std)."""
+        names = [k for k in (self.steps[0] if self.steps else {}) if k.startswith(prefix + "/")]
+        return {name.split("/", 1)[1]: self.column(name, "steps") for name in names}
+
+
+def gather(run: Path, task: str, dm: Any | None) -> Evidence:
+    folder = run / HEALTH
+    config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    evaluation_file = run / "evaluation" / "test.json"
+    evidence = Evidence(
+        run=run,
+        config=config,
+        task=task,
+        steps=read_rows(folder / "steps.csv"),
+        epochs=read_rows(folder / "epochs.csv"),
+        summary=read_summary(folder),
+        evaluation=json.loads(evaluation_file.read_text()) if evaluation_file.is_file() else {},
+    )
+    if dm is not None:
+        evidence.images = len(getattr(dm, "input_shape", None) or ()) == 3
+        evidence.train_shares = class_shares(dm)
+        evidence.duplicates = shared_inputs(dm)
+    return evidence
+
+
+def class_shares(dm: Any) -> dict[str, float]:
+    """Each class's share of the training split, for a classification data module that says its labels."""
+    labels = getattr(dm, "train_labels", None)
+    names = getattr(dm, "classes", None)
+    if labels is None or not names:
+        return {}
+    try:
+        values = [int(v) for v in labels().reshape(-1).tolist()]
+    except (AttributeError, RuntimeError, ValueError, TypeError):  # multi-label rows, no labels: no shares
+        return {}
+    counts = [values.count(i) for i in range(len(names))]
+    return {str(n): c / max(1, sum(counts)) for n, c in zip(names, counts, strict=True)}
+
+
+def shared_inputs(dm: Any) -> tuple[int, int] | None:
+    """How many test inputs are byte-for-byte in the training split (leakage), of how many compared. Inputs as the
+    data module holds them (standardised with the same statistics, so equal stays equal); a split read through
+    random per-sample transforms would hide its copies, never invent one."""
+    from proj.data.loaders import split_tensors  # the template's splits; a data module of your own: skipped
+
+    splits = getattr(dm, "splits", None) or {}
+    if "train" not in splits or "test" not in splits:
+        return None
+    try:
+        train, _ = split_tensors(splits["train"], MAX_HASHED)
+        test, _ = split_tensors(splits["test"], MAX_HASHED)
+    except (AttributeError, TypeError, ValueError, RuntimeError):  # ragged inputs (texts, sequences): not compared
+        return None
+    seen = {digest(x) for x in train}
+    return sum(digest(x) in seen for x in test), len(test)
+
+
+def digest(x: Any) -> str:
+    return hashlib.blake2b(x.contiguous().numpy().tobytes(), digest_size=16).hexdigest()
+
+
+def median(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def quarter(values: list[float], which: str) -> list[float]:
+    """The first or last quarter of a series (at least one value)."""
+    n = max(1, len(values) // 4)
+    return values[:n] if which == "first" else values[-n:]
