@@ -194,12 +194,19 @@ def plain_lightning(
     return seconds, steps
 
 
-def template(epochs: int, extra: tuple[str, ...] = (), phases: dict | None = None) -> tuple[float, int]:
+UNMONITORED = "template without HealthMonitor"
+
+
+def template(
+    epochs: int, extra: tuple[str, ...] = (), phases: dict | None = None, without: str | None = None
+) -> tuple[float, int]:
+    """The default config through the CLI; `without`: a callback class of it left out (to price that callback)."""
     from proj.cli import main
 
     cli = main(
         ["--config", str(ROOT / "configs" / "default.yaml"), f"--trainer.max_epochs={epochs}", *extra], run=False
     )
+    cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if type(c).__name__ != without]
     clock = Phases()
     cli.trainer.callbacks.append(clock)  # last: the other callbacks' batch-end hooks count as the step's
     start = time.perf_counter()
@@ -218,7 +225,7 @@ def main() -> None:
     os.chdir(tempfile.mkdtemp(prefix="overhead_"))  # the template's logs and checkpoints land there
     ours, loop, plain = "template (default config)", "hand-written loop", "plain Lightning"
     fused, resident, loader = "hand-written loop, fused AdamW", ours, "template, device_resident: false"
-    phases = {fused: {}, plain: {}, ours: {}}
+    phases = {fused: {}, plain: {}, ours: {}, UNMONITORED: {}}
     runs = {
         "hand-written loop": hand_written,
         "hand-written loop, fused AdamW": lambda e: hand_written(e, fused=True, phases=phases[fused]),
@@ -226,6 +233,7 @@ def main() -> None:
         "plain Lightning, bare Trainer": lambda e: plain_lightning(e, bare=True),
         "template (default config)": lambda e: template(e, phases=phases[ours]),
         "template, device_resident: false": lambda e: template(e, ("--data.init_args.device_resident=false",)),
+        UNMONITORED: lambda e: template(e, phases=phases[UNMONITORED], without="HealthMonitor"),
     }
     for run in runs.values():
         run(1)  # warm-up: imports, first-call costs
@@ -261,6 +269,13 @@ def main() -> None:
         f"end to end {end_to_end} (goal <= 1.00x), per training step {per_step} (goal <= 1.02x)",
         row="Template / plain Lightning with its defaults, the default digits run",
     )
+    if phases[UNMONITORED]:  # the diagnose extra's HealthMonitor (deleted with the extra: then nothing to price)
+        monitored = {name: phases[name]["training steps, ms/step"] for name in (ours, UNMONITORED)}
+        result(
+            f"end to end {both(samples, ours, UNMONITORED)}, per training step {both(monitored, ours, UNMONITORED)}"
+            " (goal <= 1.03x)",
+            row="HealthMonitor's cost: the default run with it / without it",
+        )
     result(
         f"template / hand-written loop {both(samples, ours, loop)}, template / fused loop "
         f"{both(samples, ours, fused)}, plain Lightning / loop {both(samples, plain, loop)}; device-resident path at "

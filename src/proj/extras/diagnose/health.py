@@ -6,14 +6,14 @@ net (`stem`, each part of `body`, `head`: the names every template net uses; a n
 - the update-to-weight ratio ||w_after - w_before|| / ||w_before|| of that optimizer step (about 1e-3 is healthy);
 - the block output's mean, std, fraction of zeros, and fraction of dead units (a unit, or channel, whose output is
   the same for every sample of the batch: a ReLU that never fires, a saturated sigmoid);
-and, over every step since the last record, the mean and largest training loss, the loss spikes (a loss far above
-the median of the last `spike_window` losses) and the fraction of optimizer steps that clipping changed.
+whether gradient clipping changed that step's gradients; and, over every step since the last record, the mean and
+largest training loss and the loss spikes (a loss far above the median of the last `spike_window` losses).
 
 Rows go to `<run>/health/steps.csv`, each epoch's logged metrics and learning rate to `<run>/health/epochs.csv`,
 and how the run ended (epochs, early stopping) to `<run>/health/summary.json`: files of the run directory, so
 `python -m proj diagnose RUN` reads them whatever logger the run used. The per-block norms and ratios also go to
-every logger as `health/...` scalars. Per step it only keeps two numbers on the device (no host-device wait); the
-rest is paid on recorded steps (benchmarks/overhead.py measures it).
+every logger as `health/...` scalars. Per step it only keeps the loss, on the device (no host-device wait); the rest
+is paid on recorded steps, with one wait for the device each (benchmarks/overhead.py measures the cost).
 """
 
 from __future__ import annotations
@@ -35,19 +35,26 @@ PASSIVE = (nn.Identity, nn.Dropout, nn.Flatten)  # their output says nothing new
 
 
 class HealthMonitor(Callback):
-    def __init__(self, every_n_steps: int | None = None, spike_window: int = 50, spike_factor: float = 2.0) -> None:
-        """every_n_steps: optimizer steps between records (default: trainer.log_every_n_steps). A loss is a spike
-        when it is above `spike_factor` x the median of the previous `spike_window` losses and far outside their
-        spread (6 median absolute deviations)."""
-        self.every_n_steps = every_n_steps
+    def __init__(
+        self,
+        every_n_steps: int | None = None,
+        activations_every: int = 5,
+        spike_window: int = 50,
+        spike_factor: float = 2.0,
+    ) -> None:
+        """every_n_steps: optimizer steps between records (default: the steps whose values reach the loggers, every
+        trainer.log_every_n_steps). activations_every: activation statistics on every n-th record only (hooks on
+        every block cost a forward pass more than the rest of a record). A loss is a spike when it is above
+        `spike_factor` x the median of the previous `spike_window` losses and far outside their spread (6 median
+        absolute deviations)."""
+        self.every_n_steps, self.activations_every = every_n_steps, activations_every
+        self.records = 0
         self.spike_window, self.spike_factor = spike_window, spike_factor
         self.rows: list[dict[str, float]] = []
         self.losses: list[Tensor] = []  # every step's loss since the last record, on the device
         self.recent: list[float] = []  # the last spike_window losses, for the running median
-        self.clipped: Tensor | None = None  # how many optimizer steps clipping changed since the last record
-        self.stepped = 0
-        self.before: dict[str, list[Tensor]] | None = None  # weights before a recorded optimizer step
-        self.pending: dict[str, float] | None = None
+        self.before: list[Tensor] | None = None  # weights before a recorded optimizer step
+        self.pending: dict[str, Any] | None = None  # the recorded step's gradient norms, on the device
         self.hooks: list[Any] = []
         self.activations: dict[str, list[float]] = {}
         self.run_dir: Path | None = None
@@ -64,6 +71,10 @@ class HealthMonitor(Callback):
         self.blocks = blocks(net)
         self.params = {name: [p for p in block.parameters() if p.requires_grad] for name, block in self.blocks.items()}
         self.params = {name: ps for name, ps in self.params.items() if ps}
+        # every parameter in one list, with the index of its block: one pass of norms serves every block
+        self.flat = [p for ps in self.params.values() for p in ps]
+        index = [i for i, ps in enumerate(self.params.values()) for _ in ps]
+        self.index = torch.tensor(index, device=pl_module.device)
         log_dir = trainer.log_dir
         self.run_dir = Path(log_dir) / HEALTH if log_dir and trainer.is_global_zero else None
 
@@ -71,27 +82,19 @@ class HealthMonitor(Callback):
         if self.run_dir is not None:  # a resumed run: what it recorded after its checkpoint is recorded again
             truncate_after(self.run_dir, trainer.global_step, trainer.current_epoch)
 
-    # --- every step: the loss and whether clipping changed the gradients, kept on the device --------------
+    # --- the optimizer step of a recorded batch: gradients before clipping, weights before the update -------
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        grads = [p.grad for ps in self.params.values() for p in ps if p.grad is not None]
-        if not grads:
+        if not self.records_now(trainer):
             return
-        clip = trainer.gradient_clip_val
-        if clip:
-            by_value = trainer.gradient_clip_algorithm == "value"
-            size = (
-                torch.stack([g.abs().max() for g in grads]).max() if by_value else torch.nn.utils.get_total_norm(grads)
-            )
-            changed = (size > clip).float()
-            self.clipped = changed if self.clipped is None else self.clipped + changed
-        self.stepped += 1
-        if self.records_now(trainer):
-            self.pending = {"step": trainer.global_step, **self.gradient_norms()}
-            self.before = {name: [p.detach().clone() for p in ps] for name, ps in self.params.items()}
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.flat]
+        norms = block_norms(grads, self.index, len(self.params))
+        self.pending = {"step": trainer.global_step, "grads": norms, "clipped": clipping_changed(trainer, grads, norms)}
+        self.before = [p.detach().clone() for p in self.flat]
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, i: int) -> None:
-        if self.records_now(trainer) and not self.hooks:  # this batch's forward is a recorded one
+        watch = self.records % max(1, self.activations_every) == 0
+        if watch and self.records_now(trainer) and not self.hooks:  # this batch's forward is a recorded one
             self.activations = {}
             for name, block in self.blocks.items():
                 if not isinstance(block, PASSIVE):
@@ -100,12 +103,12 @@ class HealthMonitor(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None:
-            self.losses.append(loss.detach().float())
+            self.losses.append(loss.detach().float())  # on the device: read at the next record, not now
         for hook in self.hooks:
             hook.remove()
         self.hooks = []
         if self.before is not None:  # the optimizer has stepped: the update of the recorded step
-            self.record(trainer, self.update_ratios())
+            self.record(trainer)
             self.before = None
 
     def records_now(self, trainer: L.Trainer) -> bool:
@@ -115,21 +118,12 @@ class HealthMonitor(Callback):
 
     # --- recorded steps --------------------------------------------------------------------------------
 
-    def gradient_norms(self) -> dict[str, float]:
-        norms = {}
-        for name, ps in self.params.items():
-            grads = [p.grad for p in ps if p.grad is not None]
-            norms[f"grad/{name}"] = float(torch.nn.utils.get_total_norm(grads)) if grads else math.nan
-        return norms
-
-    def update_ratios(self) -> dict[str, float]:
-        ratios = {}
-        for name, ps in self.params.items():
-            before = self.before[name]
-            change = torch.nn.utils.get_total_norm([p.detach() - b for p, b in zip(ps, before, strict=True)])
-            size = torch.nn.utils.get_total_norm(before)
-            ratios[f"update/{name}"] = float(change / size) if size > 0 else math.nan
-        return ratios
+    def update_ratios(self) -> Tensor:
+        """||w_after - w_before|| / ||w_before|| of each block, for the step just taken."""
+        change = block_norms(
+            [p.detach() - b for p, b in zip(self.flat, self.before, strict=True)], self.index, len(self.params)
+        )
+        return change / block_norms(self.before, self.index, len(self.params))
 
     def activation_hook(self, name: str) -> Any:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -139,24 +133,28 @@ class HealthMonitor(Callback):
 
         return hook
 
-    def record(self, trainer: L.Trainer, updates: dict[str, float]) -> None:
+    def record(self, trainer: L.Trainer) -> None:
+        pending = self.pending or {}
+        measured = torch.cat([pending["grads"], self.update_ratios(), pending["clipped"].reshape(1)])
+        values = measured.cpu().tolist()  # one wait for the device per record
+        n = len(self.params)
+        grads, updates, clipped = values[:n], values[n : 2 * n], values[-1]
         losses = torch.stack(self.losses).cpu().tolist() if self.losses else []
-        grads = dict(self.pending or {})
-        step = grads.pop("step", trainer.global_step - 1)
+        step = pending.get("step", trainer.global_step - 1)
         row: dict[str, float] = {"step": step, "epoch": trainer.current_epoch, "lr": current_lr(trainer)}
         row.update(self.loss_summary(losses))
-        clipped = float(self.clipped) if self.clipped is not None else 0.0
-        row["clipped"] = clipped / self.stepped if self.stepped else math.nan
-        row["grad_norm"] = math.sqrt(sum(v * v for v in grads.values() if not math.isnan(v)))
-        row.update(grads)
-        row.update(updates)
+        row["clipped"] = clipped
+        row["grad_norm"] = math.sqrt(sum(v * v for v in grads))
+        row.update({f"grad/{name}": v for name, v in zip(self.params, grads, strict=True)})
+        row.update({f"update/{name}": v for name, v in zip(self.params, updates, strict=True)})
         for name, (mean, std, zeros, dead) in self.activations.items():
             row.update({f"act_mean/{name}": mean, f"act_std/{name}": std, f"zeros/{name}": zeros, f"dead/{name}": dead})
         self.rows.append(row)
-        self.losses, self.clipped, self.stepped, self.pending = [], None, 0, None
-        shown = {f"health/{k}": v for k, v in row.items() if k.startswith(("grad/", "update/", "dead/"))}
+        self.losses, self.pending, self.activations = [], None, {}
+        self.records += 1
+        shown = {f"health/{k}": v for k, v in row.items() if k.startswith(("grad/", "update/", "clipped"))}
         for logger in trainer.loggers if trainer.is_global_zero else []:
-            logger.log_metrics({**shown, "health/clipped": row["clipped"]}, step=step)
+            logger.log_metrics(shown, step=step)
 
     def loss_summary(self, losses: list[float]) -> dict[str, float]:
         spikes = 0
@@ -218,6 +216,22 @@ class HealthMonitor(Callback):
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
+def block_norms(tensors: list[Tensor], index: Tensor, blocks: int) -> Tensor:
+    """The L2 norm of each block's tensors together: per-tensor norms, their squares summed by block."""
+    squares = torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors]) ** 2
+    return torch.zeros(blocks, device=squares.device).index_add_(0, index.to(squares.device), squares).sqrt()
+
+
+def clipping_changed(trainer: L.Trainer, grads: list[Tensor], norms: Tensor) -> Tensor:
+    """1 if the trainer's gradient clipping changes this step's gradients, else 0 (a tensor: no device wait)."""
+    clip = trainer.gradient_clip_val
+    if not clip:
+        return torch.zeros((), device=norms.device)
+    if trainer.gradient_clip_algorithm == "value":
+        return (torch.stack([g.abs().max() for g in grads]).max() > clip).float().to(norms.device)
+    return (norms.square().sum().sqrt() > clip).float()
+
+
 def blocks(net: nn.Module) -> dict[str, nn.Module]:
     """The net's blocks in order: `stem`, each part of `body` (a sequence of them), `head`; else its children."""
     found: dict[str, nn.Module] = {}
@@ -232,9 +246,11 @@ def blocks(net: nn.Module) -> dict[str, nn.Module]:
 def activation_stats(out: Tensor) -> tuple[float, float, float, float]:
     """Mean, std, fraction of exact zeros, and fraction of dead units: channels (dim 1) whose value does not
     change across the samples of the batch (nor their positions)."""
-    units = out.transpose(0, 1).reshape(out.shape[1], -1).float()
-    spread = units.amax(1) - units.amin(1)
-    stats = torch.stack([units.mean(), units.std(), (units == 0).float().mean(), (spread <= 1e-6).float().mean()])
+    out = out.float()
+    others = [d for d in range(out.ndim) if d != 1]
+    spread = out.amax(others) - out.amin(others)
+    zeros = 1 - torch.count_nonzero(out) / out.numel()
+    stats = torch.stack([out.mean(), out.std(), zeros, (spread <= 1e-6).float().mean()])
     return tuple(stats.tolist())
 
 

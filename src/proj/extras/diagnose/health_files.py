@@ -18,13 +18,20 @@ def append_rows(path: Path, rows: list[dict[str, float]]) -> None:
     if not rows:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    old = read_rows(path)
-    columns = list(dict.fromkeys(k for row in [*old[:1], *rows] for k in row))
-    if old and set(columns) <= set(old[0]):
+    header = header_of(path)
+    if header and {k for row in rows for k in row} <= set(header):  # the usual case: only the new rows are written
         with open(path, "a", newline="") as f:
-            csv.DictWriter(f, list(old[0])).writerows(rows)
+            csv.DictWriter(f, header).writerows(rows)
         return
-    write_rows(path, [*old, *rows], columns)
+    old = read_rows(path)
+    write_rows(path, [*old, *rows], list(dict.fromkeys([*header, *(k for row in rows for k in row)])))
+
+
+def header_of(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:

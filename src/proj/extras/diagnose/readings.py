@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 from itertools import pairwise
 
-from proj.extras.diagnose.evidence import Evidence, median
+from proj.extras.diagnose.evidence import Evidence
 
 
 def clipping(ev: Evidence) -> list[str]:
     if not ev.summary.get("gradient_clip_val"):
         return ["no gradient clipping (trainer.gradient_clip_val)"]
     clipped = ev.column("clipped", "steps")
-    return [f"clipping changed {median(clipped):.0%} of the steps (median per record)"] if clipped else []
+    return [f"clipping changed {sum(clipped) / len(clipped):.0%} of the recorded steps"] if clipped else []
 
 
 def growth_line(ev: Evidence, growth: float) -> str:
