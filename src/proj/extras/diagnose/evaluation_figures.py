@@ -92,8 +92,8 @@ def curve_figures(task: str, probs: np.ndarray, target: np.ndarray, names: list[
 
 
 def new_axes(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
-    figure = new_figure(5.5, 4.5)
-    ax = figure.subplots()
+    figure = new_figure(5.5, 4.5, layout=None)  # fixed margins: a layout engine doubles the drawing time
+    ax = figure.add_axes((0.12, 0.11, 0.84, 0.81))
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.02))
     return figure, ax
 
@@ -119,22 +119,39 @@ def gallery_figure(kind: str, samples: list[torch.Tensor], titles: list[str], fo
         return {}
     cols = min(4, len(samples))
     rows = math.ceil(len(samples) / cols)
-    # No layout engine and no tick labels: with 16 panels they made the figure take 3 s instead of under 1 s.
+    if kind == "image":  # one picture of all of them on one axes: 16 axes took a second to draw
+        return {"highest_loss": image_mosaic(samples, titles, cols, rows, folder, split)}
     figure = new_figure(2.2 * cols, 2.4 * rows, layout=None)
     figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / rows, hspace=0.6, wspace=0.1)
     axes = np.atleast_1d(figure.subplots(rows, cols)).ravel()
     for ax, sample, title in zip(axes, samples, titles, strict=False):
-        if kind == "image":
-            ax.imshow(displayable(sample), cmap="gray" if sample.shape[0] == 1 else None)
-        else:  # one line per feature, over the sequence's real steps only
-            ax.plot(sample.float().numpy(), linewidth=0.7)
-            ax.set_xlim(0, max(len(sample) - 1, 1))
-        ax.set(xticks=[], yticks=[])
+        ax.plot(sample.float().numpy(), linewidth=0.7)  # one line per feature, over the sequence's real steps only
+        ax.set(xticks=[], yticks=[], xlim=(0, max(len(sample) - 1, 1)))
         ax.set_title(title, fontsize=7)
     for ax in axes[len(samples) :]:
         ax.axis("off")
     figure.suptitle(f"{split}: the highest-loss samples", fontsize=9)
     return {"highest_loss": save(figure, folder, f"{split}_highest_loss.png")}
+
+
+def image_mosaic(samples: list[torch.Tensor], titles: list[str], cols: int, rows: int, folder: Path, split: str) -> str:
+    """The images tiled into one array, each under a band holding its title."""
+    tiles = [displayable(sample) for sample in samples]
+    h, w = tiles[0].shape[:2]
+    band, gap = h, max(1, w // 8)  # a band as tall as an image for the three lines of its title
+    canvas = np.ones((rows * (band + h + gap), cols * (w + gap), *tiles[0].shape[2:]))
+    width = 2.2 * cols
+    figure = new_figure(width, width * canvas.shape[0] / canvas.shape[1] + 0.4, layout=None)
+    ax = figure.add_axes((0.01, 0.01, 0.98, 0.9))
+    for i, (tile, title) in enumerate(zip(tiles, titles, strict=False)):
+        top, left = (i // cols) * (band + h + gap) + band, (i % cols) * (w + gap)
+        if tile.shape[:2] == (h, w):
+            canvas[top : top + h, left : left + w] = tile
+        ax.text(left, top - 0.5, title, fontsize=7, va="bottom", ha="left")
+    ax.imshow(canvas, cmap="gray" if canvas.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    figure.suptitle(f"{split}: the highest-loss samples", fontsize=9)
+    return save(figure, folder, f"{split}_highest_loss.png")
 
 
 def displayable(image: torch.Tensor) -> np.ndarray:
