@@ -37,6 +37,7 @@ BY_RULE = {"class_imbalance": "f1"}  # macro F1: accuracy hides the rare classes
 def diagnose(cli: ConfigCommandCLI, try_fixes: bool = False, only: list[str] | None = None, epochs: int = 0) -> dict:
     """What went wrong in a run: findings with their evidence, likely cause and the template's fix (an override
     file in <run>/diagnose/), or why the run looks healthy; report.md there, with figures.
+    Usage: python -m proj diagnose RUN [--try] [--epochs N] [--only '[rule, ...]'].
 
     Args:
         try_fixes: (`--try`) train each fix, and the original, for `epochs` epochs, and compare them on the test split.

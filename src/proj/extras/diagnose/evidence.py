@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from proj.extras.diagnose.health_files import HEALTH, read_rows, read_summary
 
 HEADLINE = {"classification": "acc", "multilabel": "f1_macro", "regression": "r2"}  # higher is better for each
 MAX_HASHED = 20_000  # samples per split compared for duplicates: a bounded cost on data that does not fit memory
+BASELINE_SAMPLES, BASELINE_FEATURES = 5_000, 4_096  # the linear baseline's bounds: a few seconds at most
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Evidence:
     train_shares: dict[str, float] = field(default_factory=dict)  # class name -> its share of the training split
     duplicates: tuple[int, int] | None = None  # (test samples whose input is in the training split, compared)
     images: bool = False  # inputs of shape (channels, height, width): augmentation is a fix
+    baseline: dict[str, Any] = field(default_factory=dict)  # a linear model's training metric: what the data allows
 
     @property
     def metric(self) -> str:
@@ -64,6 +67,7 @@ def gather(run: Path, task: str, dm: Any | None) -> Evidence:
         evidence.images = len(getattr(dm, "input_shape", None) or ()) == 3
         evidence.train_shares = class_shares(dm)
         evidence.duplicates = shared_inputs(dm)
+        evidence.baseline = linear_baseline(dm, task)
     return evidence
 
 
@@ -93,10 +97,40 @@ def shared_inputs(dm: Any) -> tuple[int, int] | None:
     try:
         train, _ = split_tensors(splits["train"], MAX_HASHED)
         test, _ = split_tensors(splits["test"], MAX_HASHED)
-    except (AttributeError, TypeError, ValueError, RuntimeError):  # ragged inputs (texts, sequences): not compared
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        return None
+    if not isinstance(train, torch.Tensor):  # ragged inputs (texts, sequences) are not compared
         return None
     seen = {digest(x) for x in train}
     return sum(digest(x) in seen for x in test), len(test)
+
+
+def linear_baseline(dm: Any, task: str) -> dict[str, Any]:
+    """How well a linear model (logistic regression, ridge) fits the training split, on its flattened inputs: what
+    the data allows a model at least, so a low training metric on noisy data (a table's R^2 of 0.5) is not called
+    underfitting. Skipped for other tasks, ragged inputs (texts, sequences) and inputs past the bounds above."""
+    from proj.data.loaders import split_tensors
+
+    splits = getattr(dm, "splits", None) or {}
+    if task not in ("classification", "regression") or "train" not in splits:
+        return {}
+    try:
+        x, y = split_tensors(splits["train"], BASELINE_SAMPLES)
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        return {}
+    if not isinstance(x, torch.Tensor):  # padded sequences and texts: no flat features
+        return {}
+    x = x.reshape(len(x), -1).float().numpy()
+    if x.shape[1] > BASELINE_FEATURES or len(x) < 10:
+        return {}
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    y = y.numpy()
+    if task == "classification":
+        model = LogisticRegression(max_iter=500).fit(x, y)
+        return {"model": "logistic regression", "train": float(model.score(x, y))}
+    model = Ridge().fit(x, y)
+    return {"model": "ridge regression", "train": float(model.score(x, y))}  # R^2, averaged over targets
 
 
 def digest(x: Any) -> str:

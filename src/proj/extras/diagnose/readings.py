@@ -27,8 +27,8 @@ def listed(shares: dict[str, float]) -> str:
     """`a 80%, b 75%`, or the first and last of many: `26 blocks, body.30 .. head, 95-100%`."""
     if len(shares) <= 4:
         return ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
-    names = list(shares)
-    return f"{len(shares)} blocks, {names[0]} .. {names[-1]}, {min(shares.values()):.0%}-{max(shares.values()):.0%}"
+    names, low, high = list(shares), min(shares.values()), max(shares.values())
+    return f"{len(shares)} blocks, {names[0]} .. {names[-1]}, {low:.0%}" + (f"-{high:.0%}" if high > low else "")
 
 
 def loss_trend(ev: Evidence) -> str:

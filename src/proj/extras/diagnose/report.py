@@ -14,7 +14,7 @@ from proj.extras.diagnose.rules import HEALTHY_UPDATE, Finding
 def write_report(
     ev: Evidence, findings: list[Finding], figures: dict[str, str], tried: list[dict[str, Any]], out: Path
 ) -> Path:
-    lines = [f"# Diagnosis of `{ev.run}`", ""]
+    lines = [f"# Diagnosis of `{ev.run.resolve()}`", ""]
     if not ev.steps:
         lines += ["_No health files (`health/`): add `proj.extras.diagnose.HealthMonitor` to the run's callbacks; "
                   "the rules on gradients, updates, spikes and dead units could not look._", ""]  # fmt: skip

@@ -60,8 +60,9 @@ def lr_too_high(ev: Evidence) -> Finding | None:
     if bounced:
         unstable.append(f"the validation loss jumped and fell back at epoch(s) {', '.join(map(str, bounced))}")
     large = updates > TOO_HIGH_UPDATE / 3
-    if not (updates > TOO_HIGH_UPDATE or nonfinite or (large and unstable) or (len(unstable) >= 2 and spikes >= 3)):
-        return None  # large updates alone can be fine (a normalised net), and so can a spike or two
+    rose = any(line.startswith("the training loss rose") for line in unstable)
+    if not (updates > TOO_HIGH_UPDATE or nonfinite or rose or (large and unstable)):
+        return None  # large updates alone can be fine (a normalised net), and so can spikes with small updates
     seen = [*unstable, f"median update / weight ratio {updates:.2g} per step (healthy: about {HEALTHY_UPDATE:g})"]
     return Finding(
         "lr_too_high", "The learning rate is too high", seen,
@@ -169,11 +170,13 @@ def fitting(ev: Evidence) -> Finding | None:
     best = val_loss.index(min(val_loss))
     gap_best, gap_end = train[best] - val[best], train[-1] - val[-1]
     late_train, late_val = statistics_mean(train[-3:]), statistics_mean(val[-3:])  # the training metric is sampled
-    if late_train < UNDERFIT_METRIC and late_train - late_val < 3 * GAP:
+    allows = ev.baseline.get("train")  # what a linear model reaches on the same training split
+    below = allows is None or late_train < allows - 2 * GAP
+    if late_train < UNDERFIT_METRIC and late_train - late_val < 3 * GAP and below:
         return Finding(
             "underfitting", "Underfitting",
             [f"training {ev.metric} {late_train:.3f} over the last 3 epochs (of {len(train)}), validation "
-             f"{late_val:.3f}: the model does not fit the training data", loss_trend(ev)],
+             f"{late_val:.3f}: the model does not fit the training data", loss_trend(ev), *baseline_line(ev)],
             "The model cannot fit even the training data: too little capacity, too much regularisation, or too few "
             "epochs.",
             "A net 4x as wide, with less dropout.",
@@ -191,6 +194,13 @@ def fitting(ev: Evidence) -> Finding | None:
             fixes.regularise(ev.config, ev.images), "curves.png", {"gap": gap_end, "best_epoch": best},
         )  # fmt: skip
     return None
+
+
+def baseline_line(ev: Evidence) -> list[str]:
+    if not ev.baseline:
+        return []
+    reached = f"{ev.baseline['train']:.3f}"
+    return [f"{ev.baseline['model']} on the same training split reaches training {ev.metric} {reached}"]
 
 
 def stopped_improving(ev: Evidence) -> Finding | None:
@@ -215,7 +225,9 @@ def stopped_improving(ev: Evidence) -> Finding | None:
 
 def imbalance(ev: Evidence) -> Finding | None:
     rows = ev.evaluation.get("per_class") or []
-    if not rows or not ev.train_shares:
+    data = (ev.config.get("data") or {}).get("init_args") or {}
+    corrected = data.get("sampler", "none") != "none" or data.get("class_weights", "none") != "none"
+    if not rows or not ev.train_shares or corrected:  # resampled or weighted already: its own recipe, not this fix
         return None
     even = 1 / len(ev.train_shares)
     recall = {str(r["class"]): r["recall"] for r in rows}
