@@ -12,14 +12,16 @@ largest training loss and the loss spikes (a loss far above the median of the la
 Rows go to `<run>/health/steps.csv`, each epoch's logged metrics and learning rate to `<run>/health/epochs.csv`,
 and how the run ended (epochs, early stopping) to `<run>/health/summary.json`: files of the run directory, so
 `python -m proj diagnose RUN` reads them whatever logger the run used. The per-block norms and ratios also go to
-every logger as `health/...` scalars. Per step it only keeps the loss, on the device (no host-device wait); the rest
-is paid on recorded steps, with one wait for the device each (benchmarks/overhead.py measures the cost).
+every logger as `health/...` scalars, once an epoch (the epoch's medians). Per step it only keeps the loss, on the
+device (no host-device wait); the rest is paid on recorded steps, with one wait for the device each
+(benchmarks/overhead.py measures the cost).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +154,6 @@ class HealthMonitor(Callback):
         self.rows.append(row)
         self.losses, self.pending, self.activations = [], None, {}
         self.records += 1
-        shown = {f"health/{k}": v for k, v in row.items() if k.startswith(("grad/", "update/", "clipped"))}
-        for logger in trainer.loggers if trainer.is_global_zero else []:
-            logger.log_metrics(shown, step=step)
 
     def loss_summary(self, losses: list[float]) -> dict[str, float]:
         spikes = 0
@@ -191,6 +190,7 @@ class HealthMonitor(Callback):
     def write_epoch(self, trainer: L.Trainer, epoch: int) -> None:
         if self.run_dir is None or epoch < 0 or trainer.sanity_checking:
             return
+        log_epoch(trainer, self.rows)
         append_rows(self.run_dir / "steps.csv", self.rows)
         self.rows = []
         if self.epoch_done != epoch:
@@ -214,6 +214,18 @@ class HealthMonitor(Callback):
         }
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def log_epoch(trainer: L.Trainer, rows: list[dict[str, float]]) -> None:
+    """Each logger gets the epoch's median of every block's gradient norm and update ratio, and the share of its
+    recorded steps that clipping changed, as `health/...` at the epoch's last recorded step: a logger call per
+    scalar costs about 0.1 ms, too much for every record (steps.csv has them all)."""
+    if not rows:
+        return
+    names = [k for k in rows[0] if k.startswith(("grad/", "update/", "clipped"))]
+    shown = {f"health/{k}": statistics.median(r[k] for r in rows if k in r) for k in names}
+    for logger in trainer.loggers:
+        logger.log_metrics(shown, step=int(rows[-1]["step"]))
 
 
 def block_norms(tensors: list[Tensor], index: Tensor, blocks: int) -> Tensor:
