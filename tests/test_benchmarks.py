@@ -25,18 +25,8 @@ pytestmark = pytest.mark.slow
         # text_demo.py's fit and TF-IDF run inside text_augment.py; its own loop over the two recipes is not rerun
         ["text_augment.py", "--fraction", "0.1", "--seeds", "0", "--epochs", "1", "--augmentations", "typos"],
         ["activation_checkpointing.py", "--tiny"],
-        # one rule and its --try at 2 epochs (tests/extras/test_diagnose.py runs every rule)
-        [
-            "diagnose_rules.py",
-            "--scale",
-            "0.3",
-            "--seeds",
-            "--recipes",
-            "--tries",
-            "lr_too_low",
-            "--rules",
-            "lr_too_low",
-        ],
+        # one rule (tests/extras/test_diagnose.py runs every rule, and --try)
+        ["diagnose_rules.py", "--scale", "0.5", "--seeds", "--recipes", "--tries", "--rules", "lr_too_low"],
         ["serve.py", "--nets", "smallcnn", "--backends", "onnx", "--requests", "10", "--repeats", "1"],
         [
             "data_scale.py",
