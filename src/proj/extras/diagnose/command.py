@@ -22,7 +22,7 @@ import yaml
 from proj.cli.config_commands import ConfigCommandCLI, run_config_command
 from proj.cli.parser import UsageError, exit_with_usage_error
 from proj.cli.run import lightning_main
-from proj.cli.run_dir import is_run_dir
+from proj.cli.run_dir import is_run_dir, log_into
 from proj.extras.diagnose.bootstrap import metric_functions, paired_difference
 from proj.extras.diagnose.evidence import Evidence, gather
 from proj.extras.diagnose.fixes import merge
@@ -95,7 +95,7 @@ def try_fix(cli: ConfigCommandCLI, ev: Evidence, finding: Finding, epochs: int, 
     budget = epochs or int(base["trainer"].get("max_epochs") or 10)
     runs = {}
     for version, config in (("original", base), ("fixed", merge(base, finding.override))):
-        runs[version] = fit_for(config, budget, out / finding.rule, version)
+        runs[version] = fit_for(cli, config, budget, out / finding.rule, version)
     name = BY_RULE.get(finding.rule, COMPARED.get(ev.task, ""))
     fn = metric_functions(ev.task)[name]
     a, b = (np.load(path / "evaluation" / "test_predictions.npz") for path in runs.values())
@@ -114,17 +114,11 @@ def try_fix(cli: ConfigCommandCLI, ev: Evidence, finding: Finding, epochs: int, 
     }
 
 
-def fit_for(config: dict[str, Any], epochs: int, save_dir: Path, version: str) -> Path:
+def fit_for(cli: ConfigCommandCLI, config: dict[str, Any], epochs: int, save_dir: Path, version: str) -> Path:
     """One fit of `config` for `epochs` epochs, tested after, logged into save_dir/<version>: its run directory."""
-    config = merge(config, {"trainer": {"max_epochs": epochs}, "test_after_fit": True})
-    loggers = config["trainer"].get("logger")
-    for logger in loggers if isinstance(loggers, list) else [loggers]:
-        args = logger.get("init_args") if isinstance(logger, dict) else None
-        if args is not None and "save_dir" in args:
-            args.update(save_dir=str(save_dir), name="", version=version)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    path = save_dir / f"{version}.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    parsed = cli.parser.parse_object(merge(config, {"trainer": {"max_epochs": epochs}, "test_after_fit": True}))
+    log_into(parsed, save_dir=save_dir, name="", version=version)  # every logger of the config, a list of them too
+    path = cli.write_fit_config(save_dir / f"{version}.yaml", parsed)
     return Path(lightning_main(["fit", "--config", str(path)]).trainer.log_dir)
 
 

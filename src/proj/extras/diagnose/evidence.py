@@ -46,7 +46,7 @@ class Evidence:
 
     def blocks(self, prefix: str) -> dict[str, list[float]]:
         """Per block, the column `<prefix>/<block>` of steps.csv (grad, update, dead, zeros, act_std)."""
-        names = [k for k in (self.steps[0] if self.steps else {}) if k.startswith(prefix + "/")]
+        names = [k for k in dict.fromkeys(k for row in self.steps for k in row) if k.startswith(prefix + "/")]
         return {name.split("/", 1)[1]: self.column(name, "steps") for name in names}
 
 
@@ -66,9 +66,25 @@ def gather(run: Path, task: str, dm: Any | None) -> Evidence:
     if dm is not None:
         evidence.images = len(getattr(dm, "input_shape", None) or ()) == 3
         evidence.train_shares = class_shares(dm)
-        evidence.duplicates = shared_inputs(dm)
-        evidence.baseline = linear_baseline(dm, task)
+        train = flat_split(dm, "train")  # read once: a lazy split loads its files for it
+        evidence.duplicates = shared_inputs(train, flat_split(dm, "test"))
+        evidence.baseline = linear_baseline(train, task)
     return evidence
+
+
+def flat_split(dm: Any, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The first MAX_HASHED inputs and targets of one of the template's splits, as tensors; None for a data module
+    of your own, or ragged inputs (texts, sequences: padded batches, not one tensor)."""
+    from proj.data.loaders import split_tensors
+
+    split = (getattr(dm, "splits", None) or {}).get(name)
+    if split is None:
+        return None
+    try:
+        x, y = split_tensors(split, MAX_HASHED)
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        return None
+    return (x, y) if isinstance(x, torch.Tensor) else None
 
 
 def class_shares(dm: Any) -> dict[str, float]:
@@ -78,54 +94,35 @@ def class_shares(dm: Any) -> dict[str, float]:
     if labels is None or not names:
         return {}
     try:
-        values = [int(v) for v in labels().reshape(-1).tolist()]
+        counts = torch.bincount(labels().reshape(-1).long(), minlength=len(names))[: len(names)]
     except (AttributeError, RuntimeError, ValueError, TypeError):  # multi-label rows, no labels: no shares
         return {}
-    counts = [values.count(i) for i in range(len(names))]
-    return {str(n): c / max(1, sum(counts)) for n, c in zip(names, counts, strict=True)}
+    total = max(1, int(counts.sum()))
+    return {str(n): int(c) / total for n, c in zip(names, counts.tolist(), strict=True)}
 
 
-def shared_inputs(dm: Any) -> tuple[int, int] | None:
+def shared_inputs(train: tuple | None, test: tuple | None) -> tuple[int, int] | None:
     """How many test inputs are byte-for-byte in the training split (leakage), of how many compared. Inputs as the
     data module holds them (standardised with the same statistics, so equal stays equal); a split read through
     random per-sample transforms would hide its copies, never invent one."""
-    from proj.data.loaders import split_tensors  # the template's splits; a data module of your own: skipped
-
-    splits = getattr(dm, "splits", None) or {}
-    if "train" not in splits or "test" not in splits:
+    if train is None or test is None:
         return None
-    try:
-        train, _ = split_tensors(splits["train"], MAX_HASHED)
-        test, _ = split_tensors(splits["test"], MAX_HASHED)
-    except (AttributeError, TypeError, ValueError, RuntimeError):
-        return None
-    if not isinstance(train, torch.Tensor):  # ragged inputs (texts, sequences) are not compared
-        return None
-    seen = {digest(x) for x in train}
-    return sum(digest(x) in seen for x in test), len(test)
+    seen = {digest(x) for x in train[0]}
+    return sum(digest(x) in seen for x in test[0]), len(test[0])
 
 
-def linear_baseline(dm: Any, task: str) -> dict[str, Any]:
+def linear_baseline(train: tuple | None, task: str) -> dict[str, Any]:
     """How well a linear model (logistic regression, ridge) fits the training split, on its flattened inputs: what
     the data allows a model at least, so a low training metric on noisy data (a table's R^2 of 0.5) is not called
     underfitting. Skipped for other tasks, ragged inputs (texts, sequences) and inputs past the bounds above."""
-    from proj.data.loaders import split_tensors
-
-    splits = getattr(dm, "splits", None) or {}
-    if task not in ("classification", "regression") or "train" not in splits:
+    if task not in ("classification", "regression") or train is None:
         return {}
-    try:
-        x, y = split_tensors(splits["train"], BASELINE_SAMPLES)
-    except (AttributeError, TypeError, ValueError, RuntimeError):
-        return {}
-    if not isinstance(x, torch.Tensor):  # padded sequences and texts: no flat features
-        return {}
-    x = x.reshape(len(x), -1).float().numpy()
+    x = train[0][:BASELINE_SAMPLES].reshape(min(len(train[0]), BASELINE_SAMPLES), -1).float().numpy()
     if x.shape[1] > BASELINE_FEATURES or len(x) < 10:
         return {}
     from sklearn.linear_model import LogisticRegression, Ridge
 
-    y = y.numpy()
+    y = train[1][:BASELINE_SAMPLES].numpy()
     if task == "classification":
         model = LogisticRegression(max_iter=500).fit(x, y)
         return {"model": "logistic regression", "train": float(model.score(x, y))}

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from proj.callbacks.csv_logger import read_metrics
 
 HEALTH = "health"
 
@@ -23,8 +24,7 @@ def append_rows(path: Path, rows: list[dict[str, float]]) -> None:
         with open(path, "a", newline="") as f:
             csv.DictWriter(f, header).writerows(rows)
         return
-    old = read_rows(path)
-    write_rows(path, [*old, *rows], list(dict.fromkeys([*header, *(k for row in rows for k in row)])))
+    write_rows(path, [*read_rows(path), *rows], list(dict.fromkeys([*header, *(k for row in rows for k in row)])))
 
 
 def header_of(path: Path) -> list[str]:
@@ -42,12 +42,9 @@ def write_rows(path: Path, rows: list[dict[str, Any]], columns: list[str] | None
         writer.writerows(rows)
 
 
-def read_rows(path: Path) -> list[dict[str, float]]:
-    """A CSV's rows as numbers by column; an empty cell is NaN."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
+# The rows of a CSV as numbers by column, empty cells left out, step and epoch whole: the reader of the template's
+# own metrics.csv serves these files too.
+read_rows = read_metrics
 
 
 def truncate_after(folder: Path, step: int, epoch: int) -> None:
@@ -56,7 +53,7 @@ def truncate_after(folder: Path, step: int, epoch: int) -> None:
         path = folder / name
         rows = read_rows(path)
         if rows:
-            write_rows(path, [r for r in rows if r.get(key, 0) < first], list(rows[0]))
+            write_rows(path, [r for r in rows if r.get(key, 0) < first], header_of(path))
 
 
 def epoch_row(metrics: Mapping[str, Any], epoch: int, lr: float) -> dict[str, float]:
