@@ -16,7 +16,7 @@ setup: $(STAMP)
 export PYTHONDONTWRITEBYTECODE :=
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt -e ".[dev,hpo,ray,export,loggers,optim,serve,shards]"
+	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt -e ".[dev,hpo,ray,export,loggers,optim,serve,shards,gan]"
 	# The JapaneseVowels speech files ship inside aeon's wheel; aeon's own pins (pandas < 3.1, numba: numpy < 2.4)
 	# clash with the template's, and aeon is never imported: its files alone, without its dependencies.
 	$(BIN)/python -m pip install --quiet --no-compile --no-deps aeon==1.6.0
