@@ -143,10 +143,22 @@ def test_a_run_preempted_in_the_first_averaged_epoch_resumes_bitwise(runs, tmp_p
         ),
         (
             ["callbacks/ema.yaml", "callbacks/swa.yaml"],
-            "use one of configs/callbacks/ema.yaml and configs/callbacks/swa.yaml",
+            "use one of configs/callbacks/ema.yaml, swa.yaml and avg_checkpoints.yaml",
+        ),
+        (
+            ["callbacks/avg_checkpoints.yaml", "callbacks/ema.yaml"],
+            "AverageCheckpoints and EMA are both in trainer.callbacks",
+        ),
+        (
+            ["callbacks/avg_checkpoints.yaml", "optim/schedulefree_adamw.yaml"],
+            "AverageCheckpoints: model.init_args.optim.stages[0].optimizer AdamWScheduleFree is schedule-free",
+        ),
+        (
+            ["callbacks/pruning.yaml", "callbacks/avg_checkpoints.yaml"],
+            "AverageCheckpoints averages weights that pruning (configs/callbacks/pruning.yaml) re-parametrises",
         ),
     ],
-    ids=["swa-two-stages", "ema-and-swa"],
+    ids=["swa-two-stages", "ema-and-swa", "avg-and-ema", "avg-schedule-free", "avg-and-pruning"],
 )
 def test_what_cannot_be_averaged_is_refused_before_training(in_tmp, capsys, configs, expected):
     stacked = [arg for name in configs for arg in ("--config", str(CONFIGS / name))]
@@ -200,3 +212,117 @@ def test_a_multi_label_models_tuned_thresholds_are_never_averaged(averaging, in_
     assert not torch.allclose(tuned, torch.full_like(tuned, 0.5))  # tuned: not the starting value
     last = in_tmp / "logs" / "digits_multilabel" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.equal(torch.load(last, weights_only=False)["state_dict"]["thresholds"], tuned)
+
+
+# --- AverageCheckpoints (configs/callbacks/avg_checkpoints.yaml): the mean of the last k epochs' end states ----------
+
+AVG = ["--config", str(CONFIGS / "callbacks" / "avg_checkpoints.yaml")]
+
+
+class RecordEpochEnds(Callback):
+    """Each training epoch's end state, copied here, apart from AverageCheckpoints (validation has given the raw weights
+    back by now, and changes none of them)."""
+
+    def __init__(self):
+        self.states = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.states.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+
+
+def mean_of(states: list[dict]) -> dict:
+    """timm's average, written again: floating tensors stacked and averaged in float64; counts from the latest."""
+    return {
+        k: torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
+        for k, v in states[-1].items()
+    }
+
+
+def assert_same(a: dict, b: dict, exact: bool = True) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        same = torch.equal(a[name], b[name]) if exact else torch.allclose(a[name], b[name], rtol=1e-6, atol=1e-8)
+        assert same, name
+
+
+def averaged_fit(last_k: int, *args: str, callbacks=()):
+    """A fit with AverageCheckpoints(last_k) and a recipe whose 3 steps an epoch move the weights (no warmup), with each
+    epoch's end state recorded: (result, recorded states)."""
+    recipe = ["--config", str(CONFIGS / "optim" / "adam_exponential.yaml")]
+    result = cli("--config", DEFAULT, *recipe, *AVG, f"--trainer.callbacks.last_k={last_k}", *QUICK, *args, run=False)
+    recorder = RecordEpochEnds()
+    result.trainer.callbacks.extend([recorder, *callbacks])
+    result.trainer.fit(result.model, datamodule=result.datamodule)
+    return result, recorder.states
+
+
+@pytest.fixture(scope="module")
+def last_two(tmp_path_factory):
+    """3 epochs averaged 2 by 2, tested and predicted on last.ckpt (avg_checkpoints.yaml's test_ckpt); and the same run
+    resumed from its last.ckpt of the epoch before the last."""
+    workdir, cwd = tmp_path_factory.mktemp("avg_checkpoints"), os.getcwd()
+    crashed = workdir / "crashed.ckpt"
+    os.chdir(workdir)
+    try:
+        epochs = f"--trainer.max_epochs={EPOCHS}"
+        whole, states = averaged_fit(2, epochs, callbacks=[KeepCheckpointBeforeLastEpoch(crashed)])
+        whole.trainer.test(whole.model, datamodule=whole.datamodule, ckpt_path="last")
+        tested = {k: float(v) for k, v in whole.trainer.callback_metrics.items()}
+        predicted = torch.cat(whole.trainer.predict(whole.model, datamodule=whole.datamodule, ckpt_path="last"))
+        args = ["--config", DEFAULT, "--config", str(CONFIGS / "optim" / "adam_exponential.yaml"), *AVG]
+        resume = [f"--ckpt_path={crashed}", "--test_after_fit=false"]
+        resumed = cli("fit", *args, "--trainer.callbacks.last_k=2", *QUICK, epochs, *resume)
+    finally:
+        os.chdir(cwd)
+    return workdir, whole, states, tested, predicted, resumed
+
+
+def kept_by(checkpoint: dict) -> dict:
+    return next(v for k, v in checkpoint["callbacks"].items() if k.startswith("AverageCheckpoints"))
+
+
+def test_checkpoint_averaging_is_the_mean_of_the_last_k_epoch_ends(last_two):
+    workdir, whole, states, tested, predicted, _ = last_two
+    _, last = checkpoint_of(workdir, whole, "last")
+    crashed = torch.load(workdir / "crashed.ckpt", weights_only=True)
+    assert len(states) == EPOCHS
+    assert_same(crashed["state_dict"], mean_of(states[0:2]), exact=False)  # epoch 1: epochs 0 and 1
+    assert_same(last["state_dict"], mean_of(states[1:3]), exact=False)  # epoch 2: epochs 1 and 2, not 0
+    assert_same(last["current_model_state"], states[-1])  # the raw weights, to resume from
+    assert kept_by(last)["kept_epochs"] == [1, 2]
+    for kept, state in zip(kept_by(last)["kept"], states[1:], strict=True):
+        assert_same(kept, state)
+    # Validation judged the average: last.ckpt's val/loss is its loss (QUICK: 2 batches of 64).
+    model, dm = whole.model, whole.datamodule
+    score = next(v["current_score"] for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    xv, yv = (t[:128] for t in dm.splits["val"].tensors)
+    assert mean_loss(model, dm, last["state_dict"], xv, yv) == pytest.approx(float(score), rel=1e-5)
+    # Test and predict on last.ckpt used it.
+    x, y = dm.splits["test"].tensors
+    assert mean_loss(model, dm, last["state_dict"], x, y) == pytest.approx(tested["test/loss"], rel=1e-5)
+    assert torch.allclose(predicted, exported(model, dm, last["state_dict"])(x), atol=1e-6)
+    assert mean_loss(model, dm, states[-1], x, y) != pytest.approx(tested["test/loss"], rel=1e-3)  # not the raw ones
+
+
+def test_checkpoint_averaging_resumes_bitwise(last_two):
+    workdir, whole, *_, resumed = last_two
+    (_, a), (_, b) = checkpoint_of(workdir, whole, "last"), checkpoint_of(workdir, resumed, "last")
+    for key in ("state_dict", "current_model_state"):
+        assert_same(a[key], b[key])
+    assert kept_by(a)["kept_epochs"] == kept_by(b)["kept_epochs"]
+    for x, y in zip(kept_by(a)["kept"], kept_by(b)["kept"], strict=True):
+        assert_same(x, y)
+
+
+def test_averaging_the_last_epoch_alone_is_the_plain_run(in_tmp):
+    result, states = averaged_fit(1, "--test_after_fit=false")
+    assert_same(result.model.state_dict(), states[-1])
+    last = torch.load(in_tmp / result.trainer.checkpoint_callback.last_model_path, weights_only=True)
+    assert_same(last["state_dict"], last["current_model_state"])
+
+
+def test_checkpoint_averaging_takes_a_whole_number_of_epochs():
+    from proj.extras.averaging import AverageCheckpoints
+
+    with pytest.raises(ValueError, match="last_k=0 must be a whole number of epochs, at least 1"):
+        AverageCheckpoints(last_k=0)

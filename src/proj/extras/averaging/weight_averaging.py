@@ -14,7 +14,7 @@ memory after fit are all the same averaged weights; the raw weights travel in th
   SWA epoch, on that epoch's training batches (one forward pass of the average, no backward), and validation,
   checkpoints and the end of fit use the average with them.
 
-Both refuse before training what they cannot average: a sharded model, a schedule-free optimizer, both at once;
+Both refuse before training what they cannot average: a sharded model, a schedule-free optimizer, pruning, both at once;
 SWA also several optimizer stages and a stage with two schedulers (see proj.optim.schedulers.build_schedulers).
 """
 
@@ -27,7 +27,7 @@ from typing import Any, Literal
 import lightning.pytorch as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from lightning.pytorch.callbacks import EMAWeightAveraging, StochasticWeightAveraging, WeightAveraging
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelPruning, StochasticWeightAveraging, WeightAveraging
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
@@ -230,13 +230,18 @@ def check_same_layers(average: nn.Module, pl_module: nn.Module, name: str) -> No
 
 
 def refuse_alongside(trainer: L.Trainer, callback: Any, name: str) -> None:
-    """One averaging callback at a time (each puts its average in the checkpoint), and no sharded model (each keeps
-    a full copy of it and swaps weights in place)."""
+    """One averaging callback at a time (each puts its average in the checkpoint), no pruning, and no sharded model
+    (each keeps a full copy of it and swaps weights in place)."""
     others = [type(c).__name__ for c in trainer.callbacks if isinstance(c, AVERAGING) and c is not callback]
     if others:
         raise ValueError(
-            f"{name} and {', '.join(others)} are both in trainer.callbacks: use one of configs/callbacks/ema.yaml "
-            "and configs/callbacks/swa.yaml"
+            f"{name} and {', '.join(others)} are both in trainer.callbacks: use one of configs/callbacks/ema.yaml, "
+            "swa.yaml and avg_checkpoints.yaml"
+        )
+    if any(isinstance(c, ModelPruning) for c in trainer.callbacks):  # all three crashed: a size mismatch, once pruned
+        raise ValueError(
+            f"{name} averages weights that pruning (configs/callbacks/pruning.yaml) re-parametrises and zeroes epoch "
+            "by epoch: the average would have other layers and no zeros. Use one of the two"
         )
     if isinstance(trainer.strategy, (FSDPStrategy, DeepSpeedStrategy, ModelParallelStrategy)):
         raise ValueError(
@@ -254,7 +259,8 @@ def refuse_schedule_free(pl_module: L.LightningModule, name: str) -> None:
         if switches_modes(cls):
             raise ValueError(
                 f"{name}: model.init_args.{stage.optimizer.where} {cls.__name__} is schedule-free: it averages its "
-                "weights by itself. Use it without configs/callbacks/ema.yaml / swa.yaml, or choose another optimizer"
+                "weights by itself. Use it without configs/callbacks/ema.yaml, swa.yaml or avg_checkpoints.yaml, or "
+                "choose another optimizer"
             )
 
 
