@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from proj.callbacks import AtomicCheckpointIO
@@ -32,6 +32,40 @@ RUN = [
     "--test_after_fit=false",
 ]
 RUN_DIR = Path("logs/digits_augmented/version_0")
+DEFAULT = str(ROOT / "configs" / "default.yaml")
+
+
+def stacked(*configs: str) -> list[str]:
+    """--config arguments: the default config with `configs` stacked on it."""
+    return ["--config", DEFAULT, *(arg for c in configs for arg in ("--config", c))]
+
+
+# The recipes' stacks (tests/test_techniques.py, tests/extras/): 2 batches an epoch, no test.
+TINY = [
+    "--trainer.max_epochs=2",
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--test_after_fit=false",
+]
+
+
+def resumed_equals_straight(folder: Path, args: list[str], probes: list[Callback] = ()) -> torch.nn.Module:
+    """Fit `args` for its epochs (with `probes` watching), keeping a checkpoint of each epoch; fit again from the
+    first epoch's checkpoint: the final weights must be bitwise those of the uninterrupted run (data order,
+    augmentation, drop-path, SAM's two passes, Lookahead's slow weights, the unfreezing epochs, the schedule)."""
+    from proj.cli.run import lightning_main, run_fit
+
+    every = ModelCheckpoint(dirpath=folder / "every", save_top_k=-1, filename="{epoch}")
+    straight = run_fit(args, [every, *probes]).model
+    resumed = lightning_main(args, run=False)
+    resumed.trainer.fit(resumed.model, datamodule=resumed.datamodule, ckpt_path=folder / "every" / "epoch=0.ckpt")
+    final, reference = resumed.model.state_dict(), straight.state_dict()
+    assert final.keys() == reference.keys()
+    for key in final:
+        assert torch.equal(final[key], reference[key]), key
+    return resumed.model
 
 
 def free_port() -> int:

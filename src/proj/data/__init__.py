@@ -6,7 +6,7 @@ from proj.data.diabetes import DiabetesDataModule
 from proj.data.digits import DigitsDataModule, MultiLabelDigitsDataModule
 from proj.data.errors import DataError
 from proj.data.image_folder import ImageFolderDataModule
-from proj.data.imbalanced_digits import ImbalancedDigitsDataModule
+from proj.data.imbalanced_digits import ImbalancedDigitsDataModule, ScarceDigitsDataModule
 from proj.data.sequence_data import JapaneseVowelsDataModule, SequenceDataModule, SequenceFileDataModule
 from proj.data.sequences import Padded
 from proj.data.stdlib_docs import StdlibDocstringsDataModule
@@ -27,6 +27,7 @@ __all__ = [
     "JapaneseVowelsDataModule",
     "MultiLabelDigitsDataModule",
     "Padded",
+    "ScarceDigitsDataModule",
     "SequenceDataModule",
     "SequenceFileDataModule",
     "StdlibDocstringsDataModule",

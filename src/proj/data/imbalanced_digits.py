@@ -33,3 +33,19 @@ class ImbalancedDigitsDataModule(DigitsDataModule):
             dropped = rng.permutation(members)[max(1, round(len(members) * self.keep_fraction)) :]
             keep[dropped] = False
         return {**splits, "train": train[keep]}
+
+
+class ScarceDigitsDataModule(ImbalancedDigitsDataModule):
+    """The digits with only `train_fraction` of the training split kept, every class alike (stratified): the
+    harder setting of configs/data/scarce_digits.yaml, where a technique's effect on accuracy can show.
+
+    With the whole training split the default run reaches about 99.7% test accuracy, where one image of 360 is
+    the whole difference between two recipes. With a tenth of it (about 12 images per class) the same run
+    stays near 90%: augmentation, regularisation and averaging have room to help, or to be shown not to.
+    Validation and test are the full splits, the same whatever the fraction, so recipes are compared paired.
+    """
+
+    def __init__(self, train_fraction: float = 0.1, **kwargs: Any):
+        if not 0.0 < train_fraction <= 1.0:
+            raise ValueError(f"data.train_fraction={train_fraction} must be in (0, 1]")
+        super().__init__(minority_classes=range(self.num_classes), keep_fraction=train_fraction, **kwargs)

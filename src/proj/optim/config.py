@@ -46,6 +46,10 @@ class OptimConfig:
     l1: weight of an L1 penalty `l1 * sum|w|` added to the training loss (optimizers only know L2).
     scale_lr: none | linear | sqrt: multiply every lr by the world size (devices x nodes) or its square
         root. The global batch grows with the world size; linear suits SGD (Goyal et al. 2017), sqrt Adam.
+    layer_decay: layer-wise lr decay (timm's --layer-decay; Clark et al. 2020): the net's blocks in depth
+        order (stem, body.0 .. body.n-1, head: proj.nets.blocks) get lr x layer_decay ** (blocks after it),
+        so the head trains at the full lr and each block below at layer_decay times the one above. Combined
+        (multiplied) with a group rule's lr_scale. 1 (default) is off; 0.65-0.9 is usual for fine-tuning.
     """
 
     # Bare `dict` on purpose: with dict[str, Any] jsonargparse expands nested class_path dicts itself.
@@ -54,6 +58,7 @@ class OptimConfig:
     no_decay_1d: bool = True
     l1: float = 0.0
     scale_lr: Literal["none", "linear", "sqrt"] = "none"
+    layer_decay: float = 1.0
 
 
 @dataclass
@@ -106,11 +111,14 @@ def parse_stages(config: OptimConfig) -> list[Stage]:
                 f"{cur.where}.start_epoch={cur.start_epoch} must be larger than the previous stage's "
                 f"({prev.start_epoch}): stages run in order"
             )
-    if config.groups and any(issubclass(s.optimizer.cls, LBFGS) for s in stages):
+    grouped = "optim.groups" if config.groups else "optim.layer_decay" if config.layer_decay != 1.0 else None
+    if grouped and any(issubclass(s.optimizer.cls, LBFGS) for s in stages):
         raise ValueError(
-            "optim.groups is set but a stage uses torch.optim.LBFGS, which accepts one parameter group only: "
-            "remove optim.groups"
+            f"{grouped} is set but a stage uses torch.optim.LBFGS, which accepts one parameter group only: "
+            f"remove {grouped}"
         )
+    if not 0.0 < config.layer_decay <= 1.0:
+        raise ValueError(f"optim.layer_decay={config.layer_decay} must be in (0, 1]; 1 turns it off")
     parse_groups(config.groups)
     if config.l1 < 0:
         raise ValueError(f"optim.l1={config.l1} must be >= 0")

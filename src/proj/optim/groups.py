@@ -2,6 +2,7 @@
 
 - no weight decay (and no L1) on biases, norm weights and every other 1-D parameter (`no_decay_1d`);
 - per-name rules (`groups`: fnmatch pattern, lr_scale, weight_decay), first match wins;
+- layer-wise lr decay (`layer_decay`): one group per block of the net, the lr falling with depth from the head;
 - each group's lr multiplied by its lr_scale (and by the world size under `scale_lr`) before any scheduler
   exists, since schedulers record `initial_lr` when they are created;
 - torch's fused kernel where it has one for the class, device and dtype (third-party classes such as
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 from torch.optim import LBFGS, Optimizer
 
+from proj.nets.blocks import blocks
 from proj.optim.classes import ClassSpec
 from proj.optim.config import GroupRule, OptimConfig, Stage, parse_groups
 
@@ -38,6 +40,7 @@ def param_groups(model: nn.Module, config: OptimConfig, optimizer_cls: type) -> 
     if issubclass(optimizer_cls, LBFGS):  # one group only, and it has no weight decay to split by
         return [{"params": [p for _, p in named], "lr_scale": 1.0}]
     rules = parse_groups(config.groups)
+    layers = layer_scales(model, config.layer_decay)
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     used = set()
     for name, p in named:
@@ -47,11 +50,13 @@ def param_groups(model: nn.Module, config: OptimConfig, optimizer_cls: type) -> 
         weight_decay = rule.weight_decay
         if weight_decay is None and config.no_decay_1d and p.ndim <= 1:
             weight_decay = 0.0
-        key = (rule_index, weight_decay)
+        layer, layer_scale = layers.get(id(p), (None, 1.0))
+        key = (rule_index, weight_decay, layer)
         if key not in groups:
             label = (rule.pattern.rstrip("*.") or rule.pattern) if rule_index is not None else "default"
             label += "/no_decay" if weight_decay == 0.0 and rule.weight_decay is None else ""
-            groups[key] = {"params": [], "name": label, "lr_scale": rule.lr_scale}
+            label += f"/{layer}" if layer is not None else ""
+            groups[key] = {"params": [], "name": label, "lr_scale": rule.lr_scale * layer_scale}
             if weight_decay is not None:
                 groups[key]["weight_decay"] = weight_decay
         groups[key]["params"].append(p)
@@ -62,6 +67,21 @@ def param_groups(model: nn.Module, config: OptimConfig, optimizer_cls: type) -> 
                 f"optim.groups[{i}].pattern={rule.pattern!r} matches no parameter (names look like: {examples})"
             )
     return list(groups.values())
+
+
+def layer_scales(model: nn.Module, decay: float) -> dict[int, tuple[str, float]]:
+    """{id(parameter): (its block's name, decay ** blocks after it)} for layer-wise lr decay; {} when it is off.
+    A model's net is `model.net` (the template's task modules); parameters outside the net keep the full lr.
+    Blocks without parameters (pooling) are not layers here: they would only widen the gaps."""
+    if decay == 1.0:
+        return {}
+    net = getattr(model, "net", model)
+    ordered = [(name, block) for name, block in blocks(net).items() if any(True for _ in block.parameters())]
+    return {
+        id(p): (name, decay ** (len(ordered) - 1 - depth))
+        for depth, (name, block) in enumerate(ordered)
+        for p in block.parameters()
+    }
 
 
 def takes_fused(spec: ClassSpec, model: nn.Module) -> bool:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from proj.compat import logs_this_step
 from proj.extras.diagnose.health_files import HEALTH, append_rows, epoch_row, truncate_after
+from proj.nets.blocks import blocks
 
 PASSIVE = (nn.Identity, nn.Dropout, nn.Flatten)  # their output says nothing new about the block before
 
@@ -242,17 +243,6 @@ def clipping_changed(trainer: L.Trainer, grads: list[Tensor], norms: Tensor) -> 
     if trainer.gradient_clip_algorithm == "value":
         return (torch.stack([g.abs().max() for g in grads]).max() > clip).float().to(norms.device)
     return (norms.square().sum().sqrt() > clip).float()
-
-
-def blocks(net: nn.Module) -> dict[str, nn.Module]:
-    """The net's blocks in order: `stem`, each part of `body` (a sequence of them), `head`; else its children."""
-    found: dict[str, nn.Module] = {}
-    for name, child in net.named_children():
-        if isinstance(child, nn.Sequential | nn.ModuleList) and name == "body":
-            found.update({f"body.{i}": part for i, part in enumerate(child)})
-        else:
-            found[name] = child
-    return found or {"net": net}
 
 
 def activation_stats(out: Tensor) -> tuple[float, float, float, float]:
