@@ -69,19 +69,24 @@ def check_stage_fits_run(stage: Stage, facts: TrainerFacts) -> None:
     """The checks that need the trainer: precision and accumulation with L-BFGS, validation cadence, clipping with a
     fused kernel."""
     trainer = facts.trainer
-    if issubclass(stage.optimizer.cls, LBFGS) and facts.mixed_precision:
-        raise ValueError(
-            f"{stage.optimizer.where}: torch.optim.LBFGS does not work with trainer.precision="
-            f"{facts.precision!r} (mixed precision cannot scale its closure); use precision 32-true"
-        )
-    if issubclass(stage.optimizer.cls, LBFGS) and trainer.accumulate_grad_batches > 1:
-        # Lightning skips zero_grad on the stepping batch of a window, so each closure evaluation of the line
-        # search would add its gradient onto the previous one's.
-        raise ValueError(
-            f"{stage.optimizer.where}: torch.optim.LBFGS re-evaluates its closure within one step, which gradient "
-            f"accumulation (trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}) would sum onto stale "
-            "gradients: set accumulate_grad_batches to 1 (L-BFGS wants large batches: raise data.batch_size)"
-        )
+    cls = stage.optimizer.cls
+    # L-BFGS and SAM (proj.extras.optim_extras: `reevaluates_closure`) run the training step more than once per
+    # optimizer step, through Lightning's closure.
+    if issubclass(cls, LBFGS) or getattr(cls, "reevaluates_closure", False):
+        name = "torch.optim.LBFGS" if issubclass(cls, LBFGS) else f"{cls.__module__}.{cls.__name__}"
+        if facts.mixed_precision:
+            raise ValueError(
+                f"{stage.optimizer.where}: {name} does not work with trainer.precision="
+                f"{facts.precision!r} (mixed precision cannot scale its closure); use precision 32-true"
+            )
+        if trainer.accumulate_grad_batches > 1:
+            # Lightning skips zero_grad on the stepping batch of a window, so each closure evaluation within the
+            # step would add its gradient onto the previous one's.
+            raise ValueError(
+                f"{stage.optimizer.where}: {name} re-evaluates its closure within one step, which gradient "
+                f"accumulation (trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}) would sum onto "
+                "stale gradients: set accumulate_grad_batches to 1 (and raise data.batch_size instead)"
+            )
     for spec in stage.schedulers:
         monitor = spec.init_args.get("monitor", "")
         if (
