@@ -1,18 +1,25 @@
 """The finetuning extra: the Freeze callback keeps part of a loaded net as it was for the first epochs, across a
-stage switch, and fine-tuning a digits model on the imbalanced digits beats training from scratch."""
+stage switch, unfreezes several parts gradually (each at its epoch, across a resume), and fine-tuning a digits
+model on the imbalanced digits beats training from scratch."""
 
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from test_init_from import TWO_STAGES, NetAtEpochEnd, five_class_checkpoint
 
 from conftest import CONFIGS, DEFAULT, QUICK, assert_refused_before_training, cli
+from helpers import TINY, resumed_equals_straight, stacked
 
 FIT = ["fit", "--config", DEFAULT, *QUICK]
 FINETUNE = str(CONFIGS / "experiment" / "finetune_imbalanced.yaml")
+UNFREEZE, ERASING = (
+    str(CONFIGS / "callbacks" / "gradual_unfreeze.yaml"),
+    str(CONFIGS / "augment" / "random_erasing.yaml"),
+)
 FREEZE_BODY = """trainer:
   callbacks+:
     - class_path: proj.extras.finetuning.Freeze
@@ -38,6 +45,27 @@ def test_freeze_keeps_the_loaded_body_across_a_stage_switch(in_tmp):
     assert result.model.stage == 1
     held = {id(p) for group in result.trainer.optimizers[0].param_groups for p in group["params"]}
     assert held == {id(p) for p in result.model.parameters()}
+
+
+class AtTrainStart(Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.state = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+
+
+def test_gradual_unfreezing_frees_each_part_at_its_epoch_and_resumes_bitwise(in_tmp):
+    start, probe = AtTrainStart(), NetAtEpochEnd()
+    args = [*stacked(ERASING, UNFREEZE), *TINY, "--trainer.max_epochs=3"]
+    resumed_equals_straight(in_tmp, args, [start, probe])
+    states = [start.state, *probe.states]  # before training, after epochs 0, 1, 2
+
+    def trained_in(epoch: int, key: str) -> bool:
+        return not torch.equal(states[epoch][key], states[epoch + 1][key])
+
+    # epochs: [1, 2, 3] for body.[34], body.[01], stem (convolutions: BatchNorm trains throughout, train_bn)
+    assert [trained_in(e, "body.3.0.weight") for e in range(3)] == [False, True, True]
+    assert [trained_in(e, "body.0.0.weight") for e in range(3)] == [False, False, True]
+    assert [trained_in(e, "stem.0.weight") for e in range(3)] == [False, False, False]
+    assert all(trained_in(e, "head.3.weight") for e in range(3))
 
 
 def recall_after(*args: str) -> tuple[float, object]:
@@ -81,6 +109,11 @@ BAD_INPUT = [
     ("freeze_everything", [*FIT, freeze("{pattern: 'net.*', train_bn: false}")], "matches every parameter"),
     ("freeze_zero_epochs", [*FIT, freeze("{pattern: 'net.body.*', epochs: 0}")], "Freeze.epochs=0"),
     ("freeze_empty_pattern", [*FIT, freeze("{pattern: []}")], "Freeze.pattern is empty"),
+    (
+        "freeze_epochs_per_pattern",
+        [*FIT, freeze("{pattern: ['net.stem.*', 'net.head.*'], epochs: [1]}")],
+        "Freeze.epochs=[1] has 1 values for 2 patterns",
+    ),
 ]
 
 

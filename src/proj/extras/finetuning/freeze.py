@@ -1,9 +1,13 @@
-"""Freeze part of the net for the first epochs of a fine-tuning run, then train all of it.
+"""Freeze part of the net for the first epochs of a fine-tuning run, then train all of it; or unfreeze it
+gradually, one part after another (fastai's gradual unfreezing, Howard & Ruder 2018; Composer's LayerFreezing).
 
     trainer:
       callbacks+:
         - class_path: proj.extras.finetuning.Freeze
           init_args: {pattern: "net.body.*", epochs: 2}   # fnmatch on parameter names, like optim.groups
+        # gradual: the top of the body first, the stem last (configs/callbacks/gradual_unfreeze.yaml)
+        - class_path: proj.extras.finetuning.Freeze
+          init_args: {pattern: ["net.body.2.*", "net.body.1.*", "net.body.0.*", "net.stem.*"], epochs: [1, 2, 3, 4]}
 
 Why not the mechanism of Lightning's BaseFinetuning (requires_grad=False before configure_optimizers, then
 `unfreeze_and_add_param_group` into the live optimizer)? In this template it goes wrong four ways:
@@ -38,23 +42,35 @@ class Freeze(Callback):
     """Keep the parameters whose names match `pattern` (one fnmatch pattern or a list) unchanged for the first
     `epochs` epochs of fit, then train them with the rest.
 
+    epochs: one number for every pattern, or one per pattern (gradual unfreezing): the parameters of pattern i
+        (those it is the first to match) stay frozen for epochs[i] epochs.
     train_bn: BatchNorm layers in the frozen part keep training (Lightning's BaseFinetuning default); false
         freezes them too: their weights, and their running statistics (eval mode during the frozen epochs).
     """
 
-    def __init__(self, pattern: str | Sequence[str], epochs: int = 1, train_bn: bool = True) -> None:
+    def __init__(self, pattern: str | Sequence[str], epochs: int | Sequence[int] = 1, train_bn: bool = True) -> None:
         self.patterns = [pattern] if isinstance(pattern, str) else list(pattern)
         if not self.patterns:
             raise ValueError("Freeze.pattern is empty: name the parameters to freeze, e.g. 'net.body.*'")
-        if epochs < 1:
+        self.epochs = [epochs] * len(self.patterns) if isinstance(epochs, int) else list(epochs)
+        if len(self.epochs) != len(self.patterns):
+            raise ValueError(
+                f"Freeze.epochs={list(self.epochs)} has {len(self.epochs)} values for {len(self.patterns)} patterns: "
+                "give one number, or one per pattern"
+            )
+        if min(self.epochs) < 1:
             raise ValueError(f"Freeze.epochs={epochs} must be at least 1 (the epochs that the parameters stay frozen)")
-        self.epochs, self.train_bn = epochs, train_bn
-        self.frozen: list[nn.Parameter] = []
-        self.frozen_bn: list[_BatchNorm] = []
-        self.unfrozen_in: set[int] = set()  # the optimizers whose momentum start_momentum has set up
+        self.train_bn = train_bn
+        # Per pattern: its parameters (those it is the first to match) and its BatchNorm layers (train_bn false).
+        self.frozen: list[list[nn.Parameter]] = []
+        self.frozen_bn: list[list[_BatchNorm]] = []
+        self.started: set[tuple[int, int]] = set()  # (optimizer, parts unfrozen) whose momentum is set up
 
     def matches(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+        return self.part_of(name) is not None
+
+    def part_of(self, name: str) -> int | None:
+        return next((i for i, p in enumerate(self.patterns) if fnmatch.fnmatchcase(name, p)), None)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -65,16 +81,17 @@ class Freeze(Callback):
             if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
                 examples = ", ".join(names[:4])
                 raise ValueError(f"Freeze.pattern {pattern!r} matches no parameter (names look like: {examples})")
-        self.frozen, self.frozen_bn = [], []
+        self.frozen, self.frozen_bn = [[] for _ in self.patterns], [[] for _ in self.patterns]
         for module_name, module in pl_module.named_modules():
-            own = [(f"{module_name}.{n}", p) for n, p in module.named_parameters(recurse=False)]
-            hits = [p for n, p in own if self.matches(n)]
-            if not hits or (isinstance(module, _BatchNorm) and self.train_bn):
+            if isinstance(module, _BatchNorm) and self.train_bn:
                 continue
-            self.frozen += hits
-            if isinstance(module, _BatchNorm):
-                self.frozen_bn.append(module)
-        if not self.frozen:
+            for n, p in module.named_parameters(recurse=False):
+                part = self.part_of(f"{module_name}.{n}")
+                if part is not None:
+                    self.frozen[part].append(p)
+                    if isinstance(module, _BatchNorm) and module not in self.frozen_bn[part]:
+                        self.frozen_bn[part].append(module)
+        if not any(self.frozen):
             raise ValueError(
                 f"Freeze.pattern={self.patterns} matches only BatchNorm parameters, which train_bn: true keeps "
                 "training: nothing would be frozen; match other layers too, or set Freeze.train_bn: false"
@@ -82,33 +99,39 @@ class Freeze(Callback):
         if all(self.matches(n) for n in names):
             raise ValueError(
                 f"Freeze.pattern={self.patterns} matches every parameter: nothing would train in the "
-                f"{self.epochs} frozen epoch(s); freeze a part of the net, e.g. 'net.body.*'"
+                f"{min(self.epochs)} frozen epoch(s); freeze a part of the net, e.g. 'net.body.*'"
             )
 
-    def frozen_now(self, trainer: L.Trainer) -> bool:
-        return trainer.current_epoch < self.epochs  # from the epoch counter: a resumed run needs no saved state
+    def frozen_now(self, trainer: L.Trainer) -> list[int]:
+        """The parts frozen in this epoch: from the epoch counter, so a resumed run needs no saved state."""
+        return [i for i, epochs in enumerate(self.epochs) if trainer.current_epoch < epochs]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == self.epochs:
-            rank_zero_info(f"Freeze: from epoch {self.epochs} on, {len(self.frozen)} parameters {self.patterns} train.")
+        for i, epochs in enumerate(self.epochs):
+            if trainer.current_epoch == epochs:
+                rank_zero_info(
+                    f"Freeze: from epoch {epochs} on, {len(self.frozen[i])} parameters {self.patterns[i]} train."
+                )
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         # Lightning puts the whole model back in train mode at each epoch and after each validation.
-        if self.frozen_bn and self.frozen_now(trainer):
-            for module in self.frozen_bn:
+        for i in self.frozen_now(trainer):
+            for module in self.frozen_bn[i]:
                 module.eval()
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After DDP has reduced them (every rank drops the same ones), before clipping and the optimizer step.
-        if self.frozen_now(trainer):
-            for param in self.frozen:
+        for i in self.frozen_now(trainer):
+            for param in self.frozen[i]:
                 param.grad = None
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if not self.frozen_now(trainer) and id(optimizer) not in self.unfrozen_in:
-            self.unfrozen_in.add(id(optimizer))  # once per optimizer: each stage builds its own
+        # Once per optimizer (each stage builds its own) and per part unfrozen: their first gradients.
+        key = (id(optimizer), len(self.patterns) - len(self.frozen_now(trainer)))
+        if key[1] and key not in self.started:
+            self.started.add(key)
             start_momentum(optimizer)
 
 
