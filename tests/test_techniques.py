@@ -86,11 +86,10 @@ class LrPerEpoch(Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def wsd_yaml(folder: Path, milestone: int) -> str:
-    """The WSD recipe with its decay moved to `milestone` and no warmup, for a 4-epoch run."""
-    text = Path(WSD).read_text().replace("milestones: [24]", f"milestones: [{milestone}]")
+def wsd_yaml(folder: Path) -> str:
+    """The WSD recipe for a 4-epoch run: warmup in epoch 0, stable in epoch 1, the decay over epochs 2-3."""
     path = folder / "wsd.yaml"
-    path.write_text(text.replace("warmup_steps: 50", "warmup_steps: 0"))
+    path.write_text(Path(WSD).read_text().replace("milestones: [2, 24]", "milestones: [1, 2]"))
     return str(path)
 
 
@@ -104,22 +103,24 @@ def test_randaugment_drop_path_and_layer_decay_resume_bitwise(in_tmp):
 
 def test_wsd_lr_is_torchs_own_chain_at_every_epoch_and_resumes_bitwise_with_trivialaugment(in_tmp):
     probe = LrPerEpoch()
-    resumed_equals_straight(in_tmp, [*stacked(TRIVIAL, wsd_yaml(in_tmp, 2)), *TINY, "--trainer.max_epochs=4"], [probe])
+    resumed_equals_straight(in_tmp, [*stacked(TRIVIAL, wsd_yaml(in_tmp)), *TINY, "--trainer.max_epochs=4"], [probe])
     optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=3e-3)
-    chain = torch.optim.lr_scheduler.SequentialLR(
+    lr_scheduler = torch.optim.lr_scheduler
+    chain = lr_scheduler.SequentialLR(
         optimizer,
         [
-            torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=2),
-            torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.01, total_iters=2),
+            lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=1),
+            lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=1),
+            lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.01, total_iters=2),
         ],
-        milestones=[2],
+        milestones=[1, 2],
     )
     expected = []
     for _ in range(4):
         expected.append(optimizer.param_groups[0]["lr"])
         optimizer.step(), chain.step()
     assert probe.lrs == pytest.approx(expected, rel=1e-9)
-    assert probe.lrs[0] == probe.lrs[1] > probe.lrs[3]  # stable, then decaying
+    assert probe.lrs[0] < probe.lrs[1] == probe.lrs[2] > probe.lrs[3]  # warmup, stable, decay
 
 
 # --- refusals -------------------------------------------------------------------------------------------------------
