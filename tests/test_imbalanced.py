@@ -1,12 +1,17 @@
 """Imbalanced classes: on the embedded imbalanced digits, oversampling and class weights each raise macro recall
 above no correction; on the imbalanced breast-cancer table, SMOTE adds synthetic minority rows to the training
-split only, seeded, and is refused for images."""
+split only, seeded, and is refused for images; GAN oversampling (ctgan) likewise, its rows inside the training range."""
+
+import sys
 
 import pytest
 import torch
 
-from proj.data import CSVDataModule, DataError
+from proj.data import CSVDataModule, DataError, gan_oversampling
+from proj.data.gan_oversampling import draw_rows
 from proj.data.imbalanced_table import write_imbalanced_table
+from proj.data.resampling import rows_to_add
+from proj.data.sequence_data import refuse_image_options
 
 from conftest import CONFIGS, DEFAULT, QUICK, cli, usage_error
 
@@ -48,17 +53,24 @@ def table_module(table: str, **kwargs) -> CSVDataModule:
     return dm
 
 
-def test_smote_balances_the_training_split_only(table):
-    plain, smote = table_module(table), table_module(table, sampler="smote")
+def balanced_training_split(plain: CSVDataModule, resampled: CSVDataModule) -> tuple[torch.Tensor, ...]:
+    """The real training rows and the resampled split (x, y), checked: validation and test untouched, the real rows
+    first, every class as large as the largest, the statistics those of the real rows."""
     for split in ("val", "test"):  # untouched: the same real rows
-        (px, py), (sx, sy) = plain.splits[split].tensors, smote.splits[split].tensors
-        assert torch.equal(px, sx) and torch.equal(py, sy)
+        (px, py), (rx, ry) = plain.splits[split].tensors, resampled.splits[split].tensors
+        assert torch.equal(px, rx) and torch.equal(py, ry)
     real_x, real_y = plain.splits["train"].tensors
-    x, y = smote.splits["train"].tensors
+    x, y = resampled.splits["train"].tensors
     assert torch.equal(x[: len(real_x)], real_x) and torch.equal(y[: len(real_y)], real_y)  # real rows first
     counts = torch.bincount(y).tolist()
     assert counts[0] == counts[1] == int(torch.bincount(real_y).max())  # every class as large as the largest
-    assert smote.stats == plain.stats  # standardisation and imputation fitted on the real training rows only
+    assert resampled.stats == plain.stats  # standardisation and imputation fitted on the real training rows only
+    return real_x, real_y, x, y
+
+
+def test_smote_balances_the_training_split_only(table):
+    plain, smote = table_module(table), table_module(table, sampler="smote")
+    real_x, real_y, x, y = balanced_training_split(plain, smote)
     minority = smote.classes.index("malignant")
     assert set(y[len(real_y) :].tolist()) == {minority}
     new, members = x[len(real_x) :], real_x[real_y == minority]
@@ -92,3 +104,37 @@ def test_a_fit_with_smote_trains(table, in_tmp):
     labels = result.datamodule.splits["train"].tensors[1]
     assert len(set(torch.bincount(labels).tolist())) == 1  # the run trained on the balanced split
     assert float(result.trainer.callback_metrics["test/recall"]) > 0.6  # chance is 0.5
+
+
+# Two of the 30 columns and two GAN epochs: ctgan fits a mixture per column first (~0.2 s each), so the whole table
+# would cost seconds per GAN before it trains; what is checked here does not depend on the width or the quality.
+TINY_GAN = {"features": ["mean_radius", "worst_concave_points"], "gan_epochs": 2, "gan_batch_size": 50}
+
+
+def test_gan_rows_balance_the_minority_class_inside_the_training_range_seeded(table, monkeypatch):
+    plain = table_module(table, features=TINY_GAN["features"])
+    gan = table_module(table, sampler="gan", **TINY_GAN)
+    real_x, real_y, x, y = balanced_training_split(plain, gan)
+    assert set(y[len(real_y) :].tolist()) == {gan.classes.index("malignant")}  # the minority class only
+    new = x[len(real_x) :]
+    assert (new >= real_x.min(0).values).all() and (new <= real_x.max(0).values).all()
+    assert len(torch.unique(new, dim=0)) > len(new) // 2  # written rows, not copies of a few
+    assert len(gan.train_dataloader().sampler) == len(y)  # served like an unresampled split, once per epoch
+    settings = (rows_to_add(real_y), TINY_GAN["gan_epochs"], TINY_GAN["gan_batch_size"])
+    again, other = (draw_rows(real_x, real_y, *settings, seed=s, classes=())[0] for s in (0, 1))  # split_seed 0
+    assert torch.equal(new, again) and not torch.equal(new, other)
+    monkeypatch.setattr(gan_oversampling, "fit_gan", None)  # a resume's rebuild in this process trains no GAN
+    gan.load_state_dict(gan.state_dict())
+    assert torch.equal(gan.splits["train"].tensors[0], x)
+
+
+def test_gan_refusals_are_one_line_before_training(table, capsys, in_tmp, monkeypatch):
+    line = usage_error(capsys, "fit", "--config", DEFAULT, *QUICK, "--data.init_args.sampler=gan")  # digits
+    assert "data.sampler=gan trains a GAN on table rows" in line and "images" in line and "oversample" in line
+    with pytest.raises(DataError, match=r"data.sampler='gan' writes feature vectors, not sequences"):
+        refuse_image_options({"sampler": "gan"})
+    with pytest.raises(DataError, match=r"data.gan_batch_size=25 must be a positive multiple of 10"):
+        table_module(table, sampler="gan", gan_batch_size=25)
+    monkeypatch.setitem(sys.modules, "ctgan", None)  # as if it were not installed
+    with pytest.raises(DataError, match=r'needs the ctgan package: pip install -c constraints.txt -e "\.\[gan\]"'):
+        table_module(table, sampler="gan")

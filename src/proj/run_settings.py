@@ -50,6 +50,8 @@ def unused(key: str, params: Mapping[str, Any]) -> bool:
         return not (params.get("mixup_alpha") or params.get("cutmix_alpha"))
     if key.startswith("smote"):
         return "smote" not in str(params.get("sampler", ""))
+    if key.startswith("gan_"):
+        return "gan" not in str(params.get("sampler", ""))
     return False
 
 

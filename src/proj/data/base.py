@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from proj.data.augment import BatchMix
 from proj.data.errors import DataError
+from proj.data.gan_oversampling import check_gan_settings, gan_split
 from proj.data.image_files import ImageFiles
 from proj.data.loaders import Loaders, split_labels
 from proj.data.predict_only import PredictOnly
@@ -52,10 +53,11 @@ class ArrayDataModule(Loaders, PredictOnly, TargetsMixin, L.LightningDataModule)
         num_workers, pin_memory, persistent_workers: DataLoader settings. In-memory data needs no workers.
         val_fraction, test_fraction: shares of the data for validation and test (test_fraction is ignored
             by datasets with a fixed test set, such as CIFAR).
-        split_seed: seed of the split (stratified for classification), of the resampling sampler and of SMOTE.
+        split_seed: seed of the split (stratified for classification), of the resampling sampler, SMOTE and the GAN.
         standardize: subtract the mean and divide by the std of each channel / feature of the training split.
         sampler: none | oversample | undersample | balanced: rebalance classes in each training epoch;
-            smote (tables only): add synthetic minority rows to the training split, once (resampling.py).
+            smote (tables only): add synthetic minority rows to the training split, once (resampling.py);
+            gan (tables only): the same rows written by a conditional GAN (gan_oversampling.py).
         class_weights: none | balanced | one weight per class: the model's loss weights (linked into it).
         augment: kornia augmentations (class_path list), applied to training batches on their device.
         mixup_alpha, cutmix_alpha: > 0 turns MixUp / CutMix on (Beta(alpha, alpha)); targets become soft.
@@ -68,6 +70,7 @@ class ArrayDataModule(Loaders, PredictOnly, TargetsMixin, L.LightningDataModule)
         cv_folds, cv_fold: k-fold cross-validation (`python -m proj cv`): the test split is fold `cv_fold` of a
             `cv_folds`-fold partition (stratified for classification); validation is carved out of the others.
         smote_neighbors: sampler smote: the nearest same-class rows each synthetic row may lie towards.
+        gan_epochs, gan_batch_size: sampler gan: the GAN's training epochs and rows per step (a multiple of 10).
     """
 
     input_shape: tuple[int, ...]
@@ -95,16 +98,19 @@ class ArrayDataModule(Loaders, PredictOnly, TargetsMixin, L.LightningDataModule)
         cv_folds: int = 0,
         cv_fold: int = 0,
         smote_neighbors: int = 5,
+        gan_epochs: int = 300,
+        gan_batch_size: int = 500,
     ) -> None:
         super().__init__()
         for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
             if value < least:
                 raise DataError(f"data.{name}={value} must be at least {least}")
         check_split_settings(val_fraction, test_fraction, cv_folds, cv_fold)
-        if sampler not in ("none", "oversample", "undersample", "balanced", "smote"):
-            raise DataError(f"data.sampler={sampler!r}: expected none, oversample, undersample, balanced or smote")
+        if sampler not in ("none", "oversample", "undersample", "balanced", "smote", "gan"):
+            raise DataError(f"data.sampler={sampler!r}: expected none, oversample, undersample, balanced, smote or gan")
         self.check_task(sampler, class_weights, mixup_alpha, cutmix_alpha)  # first: its advice fits the task
         check_smote_settings(sampler, getattr(self, "input_shape", None), smote_neighbors)
+        check_gan_settings(sampler, getattr(self, "input_shape", None), gan_epochs, gan_batch_size)
         self.save_hyperparameters(ignore=["augment"])
         self.batch_size = batch_size
         self.augment = nn.Sequential(*augment) if augment else None
@@ -188,6 +194,10 @@ class ArrayDataModule(Loaders, PredictOnly, TargetsMixin, L.LightningDataModule)
         if self.hparams.sampler == "smote":  # after the statistics: they describe the real training rows only
             hp = self.hparams
             self.splits["train"] = smote_split(self.splits["train"], hp.smote_neighbors, hp.split_seed, self.classes)
+        if self.hparams.sampler == "gan":  # likewise: the GAN is trained on the real training rows only
+            hp = self.hparams
+            epochs, batch = hp.gan_epochs, hp.gan_batch_size
+            self.splits["train"] = gan_split(self.splits["train"], epochs, batch, hp.split_seed, self.classes)
         self.indices = indices
         self.add_predict_split(indices["train"], y[:0])
 

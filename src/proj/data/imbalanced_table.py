@@ -5,9 +5,9 @@
 writes 30 numeric feature columns and a `diagnosis` column (benign / malignant) with 90% of the malignant rows
 dropped: 21 malignant against 357 benign. It is a plain CSV for `proj.data.CSVDataModule`
 (configs/data/imbalanced_table.yaml), the tabular counterpart of the imbalanced digits, on which the samplers,
-class weights and SMOTE (configs/experiment/table_*.yaml) are compared by macro recall. Unlike the imbalanced
-digits, the whole file is imbalanced, so validation and test are too (stratified): macro recall weighs the
-few malignant test rows as much as the many benign ones.
+class weights, SMOTE and a GAN (configs/experiment/table_*.yaml, benchmarks/imbalanced_table.py) are compared.
+Unlike the imbalanced digits, the whole file is imbalanced, so validation and test are too (stratified): macro recall
+weighs the few malignant test rows as much as the many benign ones.
 """
 
 import csv

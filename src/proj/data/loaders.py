@@ -50,8 +50,8 @@ class Loaders:
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         mode, seed = self.hparams.sampler, self.hparams.split_seed
-        # smote: the split itself is balanced (setup), and is shuffled like an unresampled one
-        sampler = None if mode in ("none", "smote") else ClassBalancedSampler(self.train_labels(), mode, seed)
+        # smote, gan: the split itself is balanced (setup), and is shuffled like an unresampled one
+        sampler = None if mode in ("none", "smote", "gan") else ClassBalancedSampler(self.train_labels(), mode, seed)
         self.prepared = False
         if self.trainer is not None and self.resident():
             return self.device_batches(sampler)

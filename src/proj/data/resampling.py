@@ -25,13 +25,18 @@ def check_smote_settings(sampler: str, input_shape: tuple[int, ...] | None, neig
     """At construction: SMOTE is for feature vectors, and needs at least one neighbour."""
     if sampler != "smote":
         return
-    if input_shape is not None and len(input_shape) > 1:
-        raise DataError(
-            f"data.sampler=smote interpolates feature vectors; for images (input shape {tuple(input_shape)}) that "
-            "makes blurred non-images: use sampler: oversample or class_weights: balanced"
-        )
+    refuse_images("smote interpolates feature vectors", input_shape, "blurred non-images")
     if neighbors < 1:
         raise DataError(f"data.smote_neighbors={neighbors} must be at least 1")
+
+
+def refuse_images(what: str, input_shape: tuple[int, ...] | None, makes: str) -> None:
+    """Synthetic rows are feature vectors: a sample of more than one axis (an image) is refused, saying why."""
+    if input_shape is not None and len(input_shape) > 1:
+        raise DataError(
+            f"data.sampler={what}; for images (input shape {tuple(input_shape)}) that makes {makes}: use sampler: "
+            "oversample or class_weights: balanced"
+        )
 
 
 def smote_split(train: TensorDataset, neighbors: int, seed: int, classes: Sequence[str] = ()) -> TensorDataset:
@@ -47,10 +52,23 @@ def smote_split(train: TensorDataset, neighbors: int, seed: int, classes: Sequen
     sampler = SMOTE(k_neighbors=neighbors, random_state=seed)
     scaled, labels = sampler.fit_resample((real - mean) / std, y.numpy())
     synthetic = torch.as_tensor(scaled[len(real) :] * std + mean, dtype=x.dtype)
-    new_labels = torch.as_tensor(labels[len(real) :], dtype=y.dtype)
-    added = {name_of(int(c), classes): int(n) for c, n in zip(*new_labels.unique(return_counts=True), strict=True)}
-    rank_zero_info(f"SMOTE: {len(synthetic)} synthetic training rows added ({added}); validation and test untouched")
-    return TensorDataset(torch.cat([x, synthetic]), torch.cat([y, new_labels]))
+    return with_synthetic_rows(train, synthetic, torch.as_tensor(labels[len(real) :], dtype=y.dtype), "SMOTE", classes)
+
+
+def with_synthetic_rows(
+    train: TensorDataset, synthetic: torch.Tensor, labels: torch.Tensor, method: str, classes: Sequence[str] = ()
+) -> TensorDataset:
+    """The real training rows, then the synthetic ones (smote, gan), saying how many of each class were added."""
+    x, y = train.tensors
+    added = {name_of(int(c), classes): int(n) for c, n in zip(*labels.unique(return_counts=True), strict=True)}
+    rank_zero_info(f"{method}: {len(synthetic)} synthetic training rows added ({added}); validation and test untouched")
+    return TensorDataset(torch.cat([x, synthetic]), torch.cat([y, labels]))
+
+
+def rows_to_add(y: torch.Tensor) -> dict[int, int]:
+    """{class: rows it lacks to be as large as the largest class}, for every smaller class that has a row."""
+    counts = torch.bincount(y).tolist()
+    return {c: max(counts) - n for c, n in enumerate(counts) if 0 < n < max(counts)}
 
 
 def name_of(label: int, classes: Sequence[str]) -> str:
@@ -72,5 +90,5 @@ def check_class_sizes_for_smote(y: torch.Tensor, neighbors: int, classes: Sequen
 
 
 def synthetic_ids(split_size: int, real_ids: list[str]) -> list[str]:
-    """An id for every row of a split: the real rows' own, then `synthetic:<n>` for the rows SMOTE added."""
+    """An id for every row of a split: the real rows' own, then `synthetic:<n>` for the rows SMOTE or the GAN added."""
     return real_ids + [f"synthetic:{n}" for n in range(split_size - len(real_ids))]

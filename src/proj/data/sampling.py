@@ -17,8 +17,9 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-# smote is not a sampler: it adds rows to the training split once, in setup (resampling.py)
-SamplerMode = Literal["none", "oversample", "undersample", "balanced", "smote"]
+# smote and gan are not samplers: they add rows to the training split once, in setup (resampling.py and
+# gan_oversampling.py)
+SamplerMode = Literal["none", "oversample", "undersample", "balanced", "smote", "gan"]
 
 
 class ClassBalancedSampler(Sampler[int]):

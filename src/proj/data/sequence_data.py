@@ -86,7 +86,7 @@ class SequenceDataModule(ArrayDataModule):
 def refuse_image_options(kwargs: dict[str, Any]) -> None:
     """The options of ArrayDataModule that act on images or feature vectors, each refused in one line."""
     refused = {
-        "sampler": (kwargs.get("sampler") == "smote", "interpolates feature vectors, not sequences: use oversample"),
+        "sampler": (kwargs.get("sampler") in ("smote", "gan"), "writes feature vectors, not sequences: use oversample"),
         "augment": (bool(kwargs.get("augment")), "takes kornia image transforms: use jitter, scaling, time_mask, crop"),
         "mixup_alpha": (kwargs.get("mixup_alpha", 0) > 0, "mixes equal-shaped samples, not sequences: set it to 0"),
         "cutmix_alpha": (kwargs.get("cutmix_alpha", 0) > 0, "pastes image boxes: set it to 0"),

@@ -7,8 +7,8 @@ feature is standardised with training statistics; both are saved with the run. A
 unknown column or a missing (or, for regression, non-numeric) target is reported by column and row before
 training.
 
-For an imbalanced table, `sampler: smote` adds synthetic minority rows to the training split (resampling.py),
-besides the samplers and class weights every data module has.
+For an imbalanced table, `sampler: smote` (resampling.py) or `sampler: gan` (gan_oversampling.py) adds synthetic
+minority rows to the training split, besides the samplers and class weights every data module has.
 
 A run's config.yaml holds the feature columns and classes the CSV was found to have (`found_init_args`), and its
 checkpoints the statistics: `predict` on new rows (`data.predict_path`) needs the run, not the training CSV.
