@@ -132,7 +132,7 @@ def main() -> None:
     for method, found in runs.items():
         gan = f"{statistics.median(gan_seconds):.1f} s" if method == "gan" and gan_seconds else ""
         recall, f1 = spread([r["recall"] for r in found]), spread([r["f1"] for r in found])
-        print(f"{METHODS[method]:<16}{recall:>20}{f1:>20}{gan:>16}")
+        print(f"{METHODS[method]:<16}{recall:>20}{f1:>20}{gan:>16}".rstrip())
     if gan_seconds:
         print(f"GAN training, one per split: {', '.join(f'{s:.1f}' for s in gan_seconds)} s")
     if added:
