@@ -102,7 +102,7 @@ def main() -> None:
     os.chdir(tempfile.mkdtemp(prefix="resnet_epoch_"))  # the template's logs and checkpoints land there
     ours, theirs = "template (default config)", "hand-written loop"
     runs = {theirs: lambda: loop(args), ours: lambda: template(args)}
-    for run in runs.values():
+    for run in runs.values() if args.repeats > 1 else ():  # one repeat: a smoke run, not a measure
         run()  # warm-up: imports, first-call costs
     samples = interleave(runs, args.repeats)
     print(f"\nResNet-{args.depth}, 3x32x32, batch {args.batch_size}: one epoch of {args.steps} steps with validation "

@@ -222,7 +222,7 @@ def main() -> None:
             plain: lambda s=shared: plain_lightning(*s),
             ours: lambda s=shared: template(*s),
         }
-        for run in runs.values():
+        for run in runs.values() if args.repeats > 1 else ():  # one repeat: a smoke run, not a measure
             run()  # warm-up: imports, first-call costs
         samples = interleave(runs, args.repeats)
         print(f"\n{args.data} x{args.copies}, batch {batch}, {args.epochs} epochs, {args.repeats} runs")
