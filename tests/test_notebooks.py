@@ -1,8 +1,6 @@
 """The notebooks run from top to bottom (outputs are not kept in git, so they cannot go stale)."""
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from conftest import ROOT
 
@@ -17,6 +15,9 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes_and_draws_its_figure(path, tmp_path):
+    import nbformat  # here, not at the top: every worker collects this module; nbclient and nbformat cost 0.7 s
+    from nbclient import NotebookClient
+
     notebook = nbformat.read(path, as_version=4)
     assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")  # stripped in git
     NotebookClient(
