@@ -129,6 +129,18 @@ def csv_run(tmp_path_factory):
     return workdir / "logs" / "default" / "version_0", result, [r.getMessage() for r in records]
 
 
+@pytest.fixture(scope="session")
+def text_export(tmp_path_factory):
+    """helpers.text_run's tiny text run, exported once (ONNX, its tokenizer beside it) for the export and serve
+    tests that read it (the xdist group "serve"): (run directory, best checkpoint, the rows of predict's CSV)."""
+    from helpers import text_run
+
+    workdir = tmp_path_factory.mktemp("text_export")
+    run, best, predicted = text_run(workdir)
+    cli_in(workdir, "export", "--config", str(run / "config.yaml"), f"--ckpt_path={best}")
+    return run, best, predicted
+
+
 # The keys people compare runs by (proj.run_settings), with the default config's values where it sets them.
 COMPARED_HPARAMS = {
     "optimizer": "AdamW", "lr": 3e-3, "weight_decay": 0.05, "schedule": "CosineAnnealingLR", "warmup_steps": 50,

@@ -173,16 +173,15 @@ def test_bad_input_is_one_clear_line_before_training(case, tiny_run, tmp_path, m
     assert_refused_before_training(case, tiny_run, tmp_path, monkeypatch, capsys)
 
 
-def test_a_text_model_exports_with_its_tokenizer_and_equals_predict_on_texts_of_several_lengths(tmp_path, monkeypatch):
+@pytest.mark.xdist_group("serve")  # the session's exported text run, which test_serve serves
+def test_a_text_model_exports_with_its_tokenizer_and_equals_predict_on_texts_of_several_lengths(text_export):
     from tokenizers import Tokenizer
 
     from proj.data.text import token_ids
 
-    from helpers import NEW_TEXTS, text_run
+    from helpers import NEW_TEXTS
 
-    run_dir, best, predicted = text_run(tmp_path)
-    monkeypatch.chdir(tmp_path)  # the run's config.yaml names texts.csv and its tokenizer from there
-    cli("export", "--config", str(run_dir / "config.yaml"), f"--ckpt_path={best}")
+    run_dir, _, predicted = text_export  # exported from the run's folder: its config.yaml names texts.csv there
     folder = run_dir / "export"
     info = json.loads((folder / "model.json").read_text())
     assert info["files"]["tokenizer"] == "tokenizer.json" and info["input_dtype"] == "int64"

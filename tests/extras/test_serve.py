@@ -473,11 +473,10 @@ def test_sequences_of_several_lengths_from_several_requests_are_padded_into_one_
 
 
 @pytest.mark.skipif(not EXPORTS, reason="the export extra is not installed")
-def test_texts_are_served_through_the_runs_tokenizer_equal_to_predict(tmp_path):
-    from helpers import NEW_TEXTS, text_run
+def test_texts_are_served_through_the_runs_tokenizer_equal_to_predict(text_export):
+    from helpers import NEW_TEXTS
 
-    run, best, predicted = text_run(tmp_path)
-    cli_in(tmp_path, "export", "--config", str(run / "config.yaml"), f"--ckpt_path={best}")
+    run, _, predicted = text_export  # the export the export extra's test checks too
     process, url = start(run / "export", "--max_batch_size=4")
     try:
         wait_healthy(process, url)
