@@ -39,6 +39,7 @@ BENCHMARKS = [
     ("Text: the two recipes beside TF-IDF + logistic regression, three seeds", ["text_demo.py"]),
     ("Text augmentations on a fifth of the training split, three seeds", ["text_augment.py"]),
     ("Imbalanced table: no correction, oversampling, class weights, SMOTE, a GAN", ["imbalanced_table.py"]),
+    ("Training recipes on the scarce digits: effect over three seeds, step-time cost", ["recipes.py"]),
     ("diagnose: rules on constructed runs, the default run over three seeds and the recipes", ["diagnose_rules.py"]),
     ("Start-up", ["startup.py"]),
     ("Data path: augmentation on the device", ["data_path.py"]),
