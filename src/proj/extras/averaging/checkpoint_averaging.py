@@ -22,13 +22,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-from proj.extras.averaging.weight_averaging import (
-    check_same_layers,
-    copy_weights,
-    refuse_alongside,
-    refuse_schedule_free,
-    swap,
-)
+from proj.extras.averaging.checks import check_same_layers, refuse_alongside, refuse_schedule_free
+from proj.extras.averaging.weight_averaging import copy_weights, swap
 
 NAME = "AverageCheckpoints"
 

@@ -20,24 +20,28 @@ SWA also several optimizer stages and a stage with two schedulers (see proj.opti
 
 from __future__ import annotations
 
-import itertools
 import warnings
 from typing import Any, Literal
 
 import lightning.pytorch as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelPruning, StochasticWeightAveraging, WeightAveraging
-from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
+from lightning.pytorch.callbacks import EMAWeightAveraging, StochasticWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from proj.extras.averaging.checks import (
+    check_same_layers,
+    refuse_alongside,
+    refuse_schedule_free,
+    refuse_stages,
+    refuse_two_schedulers,
+    tensors,
+    warn_if_too_slow,
+)
 from proj.models.batches import read_batch
-from proj.optim.config import switches_modes
-
-AVERAGING = (WeightAveraging, StochasticWeightAveraging)
 
 
 class EMA(EMAWeightAveraging):
@@ -46,9 +50,31 @@ class EMA(EMAWeightAveraging):
     decay: the weight of the old average at each update; the average spans about 1 / (1 - decay) optimizer steps.
     """
 
+    def __init__(
+        self,
+        device: torch.device | str | int | None = None,
+        use_buffers: bool = True,
+        decay: float = 0.999,
+        update_every_n_steps: int = 1,
+        update_starting_at_step: int | None = None,
+        update_starting_at_epoch: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            device,
+            use_buffers,
+            decay,
+            update_every_n_steps,
+            update_starting_at_step,
+            update_starting_at_epoch,
+            **kwargs,
+        )
+        self.decay = decay  # Lightning keeps it only inside its averaging function
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        warn_if_too_slow(self.decay, trainer.estimated_stepping_batches / self.update_every_n_steps)
         refuse_alongside(trainer, self, "EMA")
         refuse_schedule_free(pl_module, "EMA")
         # Lightning calls configure_model first, to build layers made there; the template's configure_model builds
@@ -203,10 +229,6 @@ class SWA(StochasticWeightAveraging):
             pl_module.load_state_dict(checkpoint["current_model_state"])
 
 
-def tensors(module: nn.Module) -> itertools.chain:
-    return itertools.chain(module.parameters(), module.buffers())
-
-
 def swap(a: nn.Module, b: nn.Module) -> None:
     """Exchange the weights and buffers of two copies of one model, in place."""
     for x, y in zip(tensors(a), tensors(b), strict=True):
@@ -218,74 +240,3 @@ def swap(a: nn.Module, b: nn.Module) -> None:
 def copy_weights(src: nn.Module, dst: nn.Module) -> None:
     for x, y in zip(tensors(src), tensors(dst), strict=True):
         y.detach().copy_(x.detach())
-
-
-def check_same_layers(average: nn.Module, pl_module: nn.Module, name: str) -> None:
-    """The average was copied from the model at setup: layers made later (in configure_model) would be missing."""
-    if [t.shape for t in tensors(average)] != [t.shape for t in tensors(pl_module)]:
-        raise ValueError(
-            f"{name}: the model's layers changed after setup (built in configure_model?), so the average copied "
-            "at setup does not match them. Build the layers in __init__, or drop the averaging callback"
-        )
-
-
-def refuse_alongside(trainer: L.Trainer, callback: Any, name: str) -> None:
-    """One averaging callback at a time (each puts its average in the checkpoint), no pruning, and no sharded model
-    (each keeps a full copy of it and swaps weights in place)."""
-    others = [type(c).__name__ for c in trainer.callbacks if isinstance(c, AVERAGING) and c is not callback]
-    if others:
-        raise ValueError(
-            f"{name} and {', '.join(others)} are both in trainer.callbacks: use one of configs/callbacks/ema.yaml, "
-            "swa.yaml and avg_checkpoints.yaml"
-        )
-    if any(isinstance(c, ModelPruning) for c in trainer.callbacks):  # all three crashed: a size mismatch, once pruned
-        raise ValueError(
-            f"{name} averages weights that pruning (configs/callbacks/pruning.yaml) re-parametrises and zeroes epoch "
-            "by epoch: the average would have other layers and no zeros. Use one of the two"
-        )
-    if isinstance(trainer.strategy, (FSDPStrategy, DeepSpeedStrategy, ModelParallelStrategy)):
-        raise ValueError(
-            f"{name} keeps a full copy of the model and swaps weights in place, which a sharded model "
-            f"(trainer.strategy {type(trainer.strategy).__name__}) does not allow: use the ddp strategy "
-            "(configs/trainer/ddp.yaml), or leave the averaging callback out"
-        )
-
-
-def refuse_schedule_free(pl_module: L.LightningModule, name: str) -> None:
-    """A schedule-free optimizer (train() / eval() modes) averages its iterates itself and puts that average in the
-    weights for validation and checkpoints: a second average would fight over the same weights."""
-    for stage in getattr(pl_module, "stages", []):
-        cls = stage.optimizer.cls
-        if switches_modes(cls):
-            raise ValueError(
-                f"{name}: model.init_args.{stage.optimizer.where} {cls.__name__} is schedule-free: it averages its "
-                "weights by itself. Use it without configs/callbacks/ema.yaml, swa.yaml or avg_checkpoints.yaml, or "
-                "choose another optimizer"
-            )
-
-
-def refuse_stages(pl_module: L.LightningModule) -> None:
-    """SWA replaces the one optimizer's schedule by SWALR; a stage switch would build a new optimizer without it."""
-    stages = getattr(pl_module, "stages", [])
-    if len(stages) > 1:
-        plan = ", then ".join(f"{s.optimizer.cls.__name__} from epoch {s.start_epoch}" for s in stages)
-        raise ValueError(
-            f"SWA needs one optimizer stage, but model.init_args.optim.stages has {len(stages)} ({plan}; e.g. "
-            "configs/optim/adam_then_sgd.yaml): the switch would drop SWA's schedule. Keep one stage, or average "
-            "with configs/callbacks/ema.yaml instead"
-        )
-
-
-def refuse_two_schedulers(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-    """Lightning's SWA swaps the stage's one scheduler for SWALR. The warmup is inside it, except with
-    ReduceLROnPlateau or an epoch schedule over data of unknown length (proj.optim.schedulers.build_schedulers)."""
-    if len(trainer.lr_scheduler_configs) <= 1:
-        return
-    stage = getattr(pl_module, "stages", [None])[0]
-    where = f"model.init_args.{stage.where}" if stage is not None else "the model's configure_optimizers"
-    names = " and ".join(type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs)
-    raise ValueError(
-        f"SWA replaces the one lr scheduler with SWALR, but {where} has two ({names}: a warmup that cannot be "
-        f"composed with ReduceLROnPlateau or with an epoch schedule over data of unknown length). Set "
-        f"{where}.warmup_steps: 0, or average with configs/callbacks/ema.yaml instead"
-    )
