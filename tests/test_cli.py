@@ -4,6 +4,7 @@ README command reference that matches the real --help."""
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,12 +92,20 @@ def test_commands_leave_no_stray_files_and_print_no_lightning_args_warning(in_tm
     assert (run / "predict" / "predictions.csv").is_file()
 
 
-def test_a_resumed_runs_config_still_tests_and_starts_new_runs(in_tmp):
-    cli("fit", "--config", DEFAULT, *QUICK, "--test_after_fit=false")
-    run = in_tmp / "logs" / "default" / "version_0"
-    cli("fit", "--resume", str(run), "--trainer.max_epochs=3", "--test_after_fit=false")
+def copy_of(tiny_run: Path, workdir: Path) -> Path:
+    """The session's tiny run (`fit --config DEFAULT QUICK --trainer.max_epochs=1 --test_after_fit=false`) copied to
+    workdir/logs/default/version_0, where that fit in workdir would have written it, for a test to resume or edit."""
+    run = workdir / "logs" / "default" / "version_0"
+    shutil.copytree(tiny_run, run, symlinks=True)  # last.ckpt links to its best-*.ckpt beside it
+    return run
+
+
+@pytest.mark.xdist_group("tiny_run")
+def test_a_resumed_runs_config_still_tests_and_starts_new_runs(tiny_run, in_tmp):
+    run = copy_of(tiny_run, in_tmp)
+    cli("fit", "--resume", str(run), "--trainer.max_epochs=2", "--test_after_fit=false")
     saved = (run / "config.yaml").read_text()
-    assert "max_epochs: 3" in saved and "resume:" not in saved and "ckpt_path:" not in saved
+    assert "max_epochs: 2" in saved and "resume:" not in saved and "ckpt_path:" not in saved
     last = run / "checkpoints" / "last.ckpt"
     tested = cli("test", "--config", str(run / "config.yaml"), f"--ckpt_path={last}")
     assert "test/acc" in tested.trainer.callback_metrics and (run / "test").is_dir()
@@ -108,10 +117,10 @@ def test_a_resumed_runs_config_still_tests_and_starts_new_runs(in_tmp):
     assert sorted(p.name for p in run.parent.iterdir()) == ["version_0", "version_1"]  # a new run, not a resume
 
 
-def test_resume_applies_model_overrides_over_the_checkpoint(in_tmp, caplog, monkeypatch):
+@pytest.mark.xdist_group("tiny_run")
+def test_resume_applies_model_overrides_over_the_checkpoint(tiny_run, in_tmp, caplog, monkeypatch):
     monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "handlers", [caplog.handler])  # it does not propagate
-    cli("fit", "--config", DEFAULT, *QUICK, "--trainer.max_epochs=1", "--test_after_fit=false")
-    run = in_tmp / "logs" / "default" / "version_0"
+    run = copy_of(tiny_run, in_tmp)
     resume = ["fit", "--resume", str(run), "--test_after_fit=false"]
     resumed = cli(*resume, "--trainer.max_epochs=2", "--model.init_args.label_smoothing=0.3")
     assert resumed.model.loss_fn.label_smoothing == 0.3  # the checkpoint has 0.05 (default.yaml)
