@@ -95,9 +95,12 @@ def test_export_errors_name_the_problem(trained, tmp_path, monkeypatch, capsys):
     assert "does not match the model of the config (ResNet)" in error
 
 
-def test_model_json_paths_survive_moving_the_run_directory(in_tmp):
-    cli("fit", "--config", DEFAULT, *QUICK, "--trainer.max_epochs=1", "--test_after_fit=false")
+@pytest.mark.xdist_group("tiny_run")
+def test_model_json_paths_survive_moving_the_run_directory(tiny_run, in_tmp):
+    # The session's tiny run (`fit --config DEFAULT QUICK --trainer.max_epochs=1 --test_after_fit=false`), where that
+    # fit in in_tmp writes it.
     run = in_tmp / "logs" / "default" / "version_0"
+    shutil.copytree(tiny_run, run, symlinks=True)
     cli("export", "--config", str(run / "config.yaml"), f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
         "--format=torchscript")  # fmt: skip
     moved = in_tmp / "elsewhere" / "run"
