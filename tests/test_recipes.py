@@ -70,8 +70,9 @@ def plateau_override() -> Path:
 
 
 def recipe_args(name: str) -> list[str]:
-    # L-BFGS refuses gradient accumulation (test_optim.py): 2 batches of 1 step each make the same 2 steps an epoch.
-    batches, accumulate = (STEPS_PER_EPOCH, 1) if name == "lbfgs" else (BATCHES, ACCUMULATE)
+    # L-BFGS and SAM refuse gradient accumulation (test_optim.py, test_optim_extras.py): 2 batches of 1 step each
+    # make the same 2 steps an epoch.
+    batches, accumulate = (STEPS_PER_EPOCH, 1) if name in ("lbfgs", "sam") else (BATCHES, ACCUMULATE)
     return [
         "--config",
         DEFAULT,
@@ -104,13 +105,25 @@ def fit_recipe(name: str) -> Recorder:
 
 
 def stages(name: str) -> list[dict]:
-    return yaml.safe_load((CONFIGS / "optim" / f"{name}.yaml").read_text())["model"]["init_args"]["optim"]["stages"]
+    optim = yaml.safe_load((CONFIGS / "optim" / f"{name}.yaml").read_text())["model"]["init_args"]["optim"]
+    if "stages" not in optim:  # layer_decay: the default's stages, the first group's lr scaled
+        default = yaml.safe_load(Path(DEFAULT).read_text())["model"]["init_args"]["optim"]["stages"]
+        stage = {**default[0], "optimizer": dict(default[0]["optimizer"])}
+        init_args = stage["optimizer"]["init_args"]
+        stage["optimizer"]["init_args"] = {**init_args, "lr": init_args["lr"] * optim["layer_decay"] ** 5}
+        return [stage]
+    return optim["stages"]
 
 
 def new_optimizer(stage: dict) -> torch.optim.Optimizer:
-    module, _, name = stage["optimizer"]["class_path"].rpartition(".")
+    """torch's optimizer of the stage; a wrapper (SAM, Lookahead) as its base optimizer, whose lr it schedules."""
+    init_args = dict(stage["optimizer"]["init_args"])
+    path = init_args.pop("base_optimizer", None) or stage["optimizer"]["class_path"]
+    for own in ("rho", "adaptive", "k", "alpha", "pullback_momentum"):
+        init_args.pop(own, None)
+    module, _, name = path.rpartition(".")
     cls = getattr(importlib.import_module(module), name)
-    return cls([torch.nn.Parameter(torch.zeros(2))], **stage["optimizer"]["init_args"])
+    return cls([torch.nn.Parameter(torch.zeros(2))], **init_args)
 
 
 def args(stage: dict, **horizon) -> dict:
@@ -192,13 +205,37 @@ REFERENCES = {
     ),
     "lbfgs": lambda o, s: ([], [sched.StepLR(o, **args(s))]),
     "lion": lambda o, s: ([sched.CosineAnnealingLR(o, **args(s, T_max=TOTAL_STEPS)), warmup(o, s)], []),
+    "adamw_wsd": lambda o, s: (
+        [],
+        [
+            sched.SequentialLR(
+                o,
+                [
+                    sched.LinearLR(o, **{**s["lr_scheduler"][0]["init_args"], "total_iters": s["milestones"][0]}),
+                    sched.ConstantLR(o, factor=1.0, total_iters=s["milestones"][1] - s["milestones"][0]),
+                    # (its decay starts at epoch 24 of the default's 30: after this 24-epoch run)
+                    sched.LinearLR(
+                        o, start_factor=1.0, end_factor=0.01, total_iters=max(EPOCHS - s["milestones"][1], 1)
+                    ),
+                ],
+                milestones=s["milestones"],
+            )
+        ],
+    ),
+    # The wrappers of the optim_extras extra: their lr is their base optimizer's, scheduled as the default's.
+    "sam": lambda o, s: ([sched.CosineAnnealingLR(o, **args(s, T_max=TOTAL_STEPS)), warmup(o, s)], []),
+    "lookahead": lambda o, s: ([sched.CosineAnnealingLR(o, **args(s, T_max=TOTAL_STEPS)), warmup(o, s)], []),
+    # The default's stage; the recorded first group is the stem's, at 0.75 ** 5 of the lr (stem, 4 convs, head).
+    "layer_decay": lambda o, s: ([sched.CosineAnnealingLR(o, **args(s, T_max=TOTAL_STEPS)), warmup(o, s)], []),
 }
+# Presets of an extra are deleted with it (docs/extras/*.md): only the recipes present are compared.
+REFERENCES = {name: make for name, make in REFERENCES.items() if (CONFIGS / "optim" / f"{name}.yaml").is_file()}
 # Schedule-Free recipes have no scheduler: their own warmup is compared, with the library's optimizer stepped by hand.
 SCHEDULE_FREE = {"schedulefree_adamw"}
 
 
 def test_every_recipe_has_a_reference():
-    recipes = {p.stem for p in Path(CONFIGS / "optim").glob("*.yaml")}
+    recipes = {p.stem for p in Path(CONFIGS / "optim").glob("*.yaml")}  # each file of configs/optim/
     assert recipes == {*REFERENCES, *SCHEDULE_FREE, "adam_then_sgd"}
 
 

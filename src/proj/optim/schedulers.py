@@ -124,7 +124,9 @@ def build_main(optimizer: Optimizer, stage: Stage, length: Callable[[str], int])
         phase_end = bounds[i + 1] if i + 1 < len(bounds) else None
 
         def phase_length(where: str, start: int = bounds[i], end: int | None = phase_end) -> int:
-            return (end if end is not None else length(where)) - start
+            # A last phase that starts at the run's end never runs (WSD's decay in a run cut at its milestone):
+            # a horizon of 1, not 0, which torch's LinearLR and others divide by when the chain is built.
+            return max((end if end is not None else length(where)) - start, 1)
 
         phases.append(build_scheduler(optimizer, spec, phase_length))
     return SequentialLR(optimizer, phases, milestones=stage.milestones)
