@@ -154,14 +154,23 @@ def test_two_nodes_simulated_with_torchrun(tmp_path):
     assert torch.load(one_run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
 
 
-def test_ddp_yaml_runs_as_written_on_two_cpu_processes(tmp_path):
+def recipes_stack() -> list[str]:
+    """RandAugment, drop-path and layer decay, with the optim_extras extra's AGC and SAM where it is present."""
+    files = ["augment/randaugment.yaml", "model/resnet20_drop_path.yaml", "optim/layer_decay.yaml"]
+    files += [f for f in ("callbacks/agc.yaml", "optim/sam.yaml") if (CONFIGS / f).is_file()]
+    return [*(arg for f in files for arg in ("--config", str(CONFIGS / f))), "--model.init_args.net.init_args.depth=8"]
+
+
+def test_ddp_yaml_runs_as_written_on_two_cpu_processes_with_a_stack_of_recipes(tmp_path):
     """configs/trainer/ddp.yaml asks for SyncBatchNorm, which torch runs on GPUs only: on CPUs it is switched off
-    with one info line, instead of failing in every process."""
+    with one info line, instead of failing in every process. The run stacks recipes of docs/techniques.md (SAM's two
+    passes are two gradient all-reduces a step) and saves finite weights."""
     done = run(
-        tmp_path, "fit", "--config", DEFAULT, "--config", str(CONFIGS / "trainer" / "ddp.yaml"),
+        tmp_path, "fit", "--config", DEFAULT, *recipes_stack(), "--config", str(CONFIGS / "trainer" / "ddp.yaml"),
         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
         "--test_after_fit=false",
     )  # fmt: skip
     assert done.stderr.count("trainer.sync_batchnorm=true needs GPUs") == 1, done.stderr[-3000:]
-    assert (one_run_dir(tmp_path) / "checkpoints" / "last.ckpt").is_file()
+    weights = torch.load(one_run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())

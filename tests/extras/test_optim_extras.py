@@ -1,6 +1,6 @@
 """The optim_extras extra: AGC bounds each unit's gradient by its share of the weight norm, SAM and Lookahead step as
-their papers say; stacked with the core's recipes they resume bitwise and train under DDP on two processes, and they
-refuse before training what they cannot do."""
+their papers say; stacked with the core's recipes they resume bitwise (and train under DDP on two processes:
+tests/test_distributed.py's ddp.yaml run stacks them), and they refuse before training what they cannot do."""
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -89,7 +89,7 @@ def test_lookahead_moves_the_slow_weights_alpha_of_the_way_every_k_steps():
     assert torch.allclose(w.detach(), w0 + 0.5 * (fast - w0))
 
 
-# --- with the core's recipes: bitwise resume, DDP -------------------------------------------------------------------
+# --- with the core's recipes: bitwise resume -----------------------------------------------------------------------
 
 
 def test_sam_and_agc_with_randaugment_drop_path_and_layer_decay_resume_bitwise(in_tmp):
@@ -103,20 +103,6 @@ def test_sam_and_agc_with_randaugment_drop_path_and_layer_decay_resume_bitwise(i
 def test_lookahead_with_random_erasing_and_ema_resumes_bitwise(in_tmp):
     pytest.importorskip("proj.extras.averaging")  # EMA: another extra, which may have been taken out
     resumed_equals_straight(in_tmp, [*stacked(ERASING, LOOKAHEAD, EMA), *TINY])
-
-
-@pytest.mark.distributed
-def test_a_stack_of_recipes_trains_under_ddp_on_two_processes(tmp_path):
-    from test_distributed import one_run_dir, run
-
-    run(
-        tmp_path, "fit", *stacked(RANDAUGMENT, DROP_PATH, LAYER_DECAY, AGC, SAM), RESNET8,
-        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
-        "--test_after_fit=false",
-    )  # fmt: skip
-    weights = torch.load(one_run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
 
 
 # --- refusals -------------------------------------------------------------------------------------------------------
