@@ -7,7 +7,7 @@ gradually, one part after another (fastai's gradual unfreezing, Howard & Ruder 2
           init_args: {pattern: "net.body.*", epochs: 2}   # fnmatch on parameter names, like optim.groups
         # gradual: the top of the body first, the stem last (configs/callbacks/gradual_unfreeze.yaml)
         - class_path: proj.extras.finetuning.Freeze
-          init_args: {pattern: ["net.body.2.*", "net.body.1.*", "net.body.0.*", "net.stem.*"], epochs: [1, 2, 3, 4]}
+          init_args: {pattern: ["net.body.[34].*", "net.body.[01].*", "net.stem.*"], epochs: [1, 2, 3]}
 
 Why not the mechanism of Lightning's BaseFinetuning (requires_grad=False before configure_optimizers, then
 `unfreeze_and_add_param_group` into the live optimizer)? In this template it goes wrong four ways:
