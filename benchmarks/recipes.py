@@ -66,21 +66,21 @@ def budget_config(folder: Path, epochs: int) -> Path:
 
 
 def recipe_files(name: str, folder: Path, epochs: int) -> list[Path]:
+    """The recipe's config files; the presets sized for the default run's 30 epochs rewritten for this budget."""
     files = [CONFIGS / f for f in RECIPES[name][0]] if name != "default" else []
-    if name == "wsd":  # warmup for 5% of this budget, the decay over its last 20%
-        warm = max(1, round(epochs * 0.05))
-        text = files[0].read_text().replace("[2, 24]", f"[{warm}, {max(warm + 1, round(epochs * 0.8))}]")
-        files = [folder / "wsd.yaml"]
-        files[0].write_text(text)
-    if name == "ema":  # an average over the last 10% of the budget's steps (4 an epoch on the scarce digits)
-        decay = 1 - 1 / max(2.0, 0.1 * epochs * 4)
-        text = files[0].read_text().replace("decay: 0.99 ", f"decay: {decay:.4f} ")
-        files = [folder / "ema.yaml"]
-        files[0].write_text(text)
-    if name == "avg_checkpoints":  # the last 10% of the budget
-        text = files[0].read_text().replace("last_k: 5", f"last_k: {max(2, epochs // 10)}")
-        files = [folder / "avg_checkpoints.yaml"]
-        files[0].write_text(text)
+    warm = max(1, round(epochs * 0.05))
+    budgeted = {
+        # warmup for 5% of this budget, the decay over its last 20%
+        "wsd": ("[2, 24]", f"[{warm}, {max(warm + 1, round(epochs * 0.8))}]"),
+        # an average over the last 10% of the budget's steps (4 an epoch on the scarce digits)
+        "ema": ("decay: 0.99 ", f"decay: {1 - 1 / max(2.0, 0.1 * epochs * 4):.4f} "),
+        "avg_checkpoints": ("last_k: 5", f"last_k: {max(2, epochs // 10)}"),  # the last 10% of the budget
+    }
+    if name in budgeted:
+        old, new = budgeted[name]
+        path = folder / files[0].name
+        path.write_text(files[0].read_text().replace(old, new))
+        files = [path]
     return files
 
 
