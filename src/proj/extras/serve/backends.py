@@ -1,10 +1,10 @@
-"""What runs the model in a worker: the ONNX Runtime export or the PyTorch checkpoint's Deployable.
+"""What runs the model: the ONNX Runtime export or the PyTorch checkpoint's Deployable.
 
 Both take the raw input batch and return probabilities (classification) or values in the target's units
-(regression): the run's scaling and standardisation are inside the model (proj.extras.export.formats.Deployable), never
-in the server. A backend is built in the main process and pickled into each LitServe worker (spawned), where
-`load` creates what cannot be pickled (an onnxruntime session) and sets the worker's thread count: several
-workers on a few cores would otherwise each start one thread per core and fight over them.
+(regression): the run's scaling and standardisation are inside the model (proj.models.deployable.Deployable),
+never in the server. A backend is built in the server's process and loaded there (--workers 0) or pickled into
+each model process (spawned), where `load` creates what cannot be pickled (an onnxruntime session) and sets the
+thread count: several processes on a few cores would otherwise each start one thread per core and fight.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class OnnxBackend:
 
     def __init__(self, path: Path, threads: int = 1):
         self.path, self.threads, self.session = Path(path), threads, None
+        self.file = self.path  # what the server's identity hashes
 
     def load(self) -> None:
         import onnxruntime as ort
@@ -44,8 +45,8 @@ class OnnxBackend:
 class TorchBackend:
     name = "pytorch"
 
-    def __init__(self, module: nn.Module, threads: int = 1):
-        self.module, self.threads = module.eval(), threads
+    def __init__(self, module: nn.Module, threads: int = 1, file: Path | None = None):
+        self.module, self.threads, self.file = module.eval(), threads, file  # file: the checkpoint it came from
 
     def load(self) -> None:
         import torch

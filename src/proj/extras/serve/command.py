@@ -1,13 +1,14 @@
-"""`python -m proj serve RUN_DIR_OR_EXPORT`: an HTTP server for a trained run, on LitServe (127.0.0.1 only).
+"""`python -m proj serve RUN_DIR_OR_EXPORT`: an HTTP server for a trained run (uvicorn + Starlette).
 
-    python -m proj serve logs/default/version_0 [--port 8000] [--max_batch_size 16] [--workers 2]
+    python -m proj serve logs/default/version_0 [--port 8000] [--max_batch_size 16] [--workers 0]
+    PROJ_SERVE_API_KEY=... python -m proj serve RUN --host 0.0.0.0 [--tls_cert cert.pem --tls_key key.pem]
     curl -s localhost:8000/predict -H 'Content-Type: application/json' -d '{"inputs": [[[0, 3, 16, ...]]]}'
 
 The model is the run's ONNX export (<run>/export/model.onnx, or the export folder given) when there is one, else
 its best checkpoint with its config.yaml (--backend pytorch forces that). Either way the run's preprocessing is
-inside the model (proj.extras.export.formats.Deployable). Endpoints: POST /predict, GET /health, GET /info (model.json's
-facts, the backend, and run.json's card when the run has one), GET /metrics (Prometheus). proj.serve holds the
-server; litserve and onnxruntime are imported only when this command runs.
+inside the model (proj.models.deployable.Deployable). app.py holds the routes, batching.py the dynamic batching
+and the drain, workers.py where the model runs, guard.py the API key and the model's identity, stopping.py how
+SIGTERM ends it. uvicorn, starlette and onnxruntime are imported only when this command runs.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,55 +28,85 @@ INSTALL = "pip install -e .[serve] -c constraints.txt"
 
 def serve(
     target: Path,
+    host: str = "127.0.0.1",
     port: int = 8000,
+    api_key_file: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
     backend: Literal["auto", "onnx", "pytorch"] = "auto",
     ckpt_path: Path | None = None,
     max_batch_size: int = 16,
     batch_timeout: float = 0.005,
-    workers: int = 1,
+    workers: int = 0,
     max_samples: int = 256,
+    max_body_bytes: int = 8 * 2**20,
+    drain_seconds: float = 10.0,
+    model_version: str | None = None,
 ) -> None:
-    """Serve a run's model over HTTP on 127.0.0.1: POST /predict, GET /health, /info and /metrics.
+    """Serve a run's model over HTTP: POST /predict, GET /health, /info and /metrics.
 
     Args:
         target: a run directory (logs/<name>/version_<n>) or an export folder (holding model.json).
-        port: the TCP port on 127.0.0.1.
+        host: the address to listen on; any but loopback (e.g. 0.0.0.0 in a container) needs an API key.
+        port: the TCP port.
+        api_key_file: a file holding the API key clients must send (Authorization: Bearer KEY); or set it in the
+            environment variable PROJ_SERVE_API_KEY. Never on the command line, where `ps` shows it.
+        tls_cert: a PEM certificate (chain) to serve HTTPS with; give tls_key with it.
+        tls_key: the certificate's PEM private key.
         backend: onnx (the export's model.onnx), pytorch (the run's checkpoint and config.yaml), or auto: onnx
             when the export exists.
         ckpt_path: the checkpoint for --backend pytorch (default: the run's best, else last.ckpt).
         max_batch_size: requests gathered into one model call (dynamic batching); 1 turns batching off.
-        batch_timeout: seconds a batch waits to fill before it runs.
-        workers: model processes; they share the CPU threads the HTTP process leaves (all cores but one).
+        batch_timeout: seconds a request waits for others to join its batch when the server is idle.
+        workers: 0 runs the model in the server's process (fastest); N runs N model processes, restarted when one
+            dies (a crash in native code then fails one batch, not the server).
         max_samples: samples one request may carry; more is answered 413.
+        max_body_bytes: bytes one request body may have; more is answered 413 before it is read.
+        drain_seconds: at SIGTERM or Ctrl+C, how long requests in flight may take; later ones are answered 503.
+        model_version: the version this server reports (X-Model-Version, /info); default: the run's folder name.
     """
-    for name, value, least in (("port", port, 1024), ("max_batch_size", max_batch_size, 1), ("workers", workers, 1)):
+    check_options(host, port, max_batch_size, batch_timeout, workers, max_samples, max_body_bytes, drain_seconds)
+    from proj.extras.serve.guard import api_key, identity, tls_files
+
+    key, tls = api_key(api_key_file, host), tls_files(tls_cert, tls_key)
+    check_port_free(host, port)  # before the model is loaded: not "serving on ..." and then "Address already in use"
+    run_dir, export_dir = locate(Path(target))
+    model, facts = load_backend(run_dir, export_dir, backend, ckpt_path, worker_threads(workers))
+    shown = {k: v for k, v in facts.items() if k != "tokenizer_json"}  # a tokenizer's vocabulary: too long for /info
+    info = {
+        "model": {**shown, "backend": model.name, **run_card(export_dir, run_dir)},
+        "identity": identity(model.file, run_dir, export_dir, model_version),
+    }
+    settings = dict(max_batch_size=max_batch_size, batch_timeout=batch_timeout, workers=workers,
+                    max_samples=max_samples, max_body_bytes=max_body_bytes, drain_seconds=drain_seconds)  # fmt: skip
+    from proj.extras.serve.server import Server  # uvicorn and starlette: only now
+
+    server = Server(model, facts, info, settings, key, tls, host, port)
+    status = server.run(f"{'https' if tls else 'http'}://{host}:{port} ({target})")
+    if status:
+        raise SystemExit(status)
+
+
+def check_options(host: str, port: int, max_batch_size: int, batch_timeout: float, workers: int, max_samples: int,
+                  max_body_bytes: int, drain_seconds: float) -> None:  # fmt: skip
+    for name, value, least in (("port", port, 1024), ("max_batch_size", max_batch_size, 1), ("workers", workers, 0),
+                               ("max_samples", max_samples, 1), ("max_body_bytes", max_body_bytes, 64)):  # fmt: skip
         if value < least:
             raise UsageError(f"--{name} {value} must be at least {least}")
     if port > 65535:
         raise UsageError(f"--port {port} is not a TCP port: give one from 1024 to 65535")
-    if batch_timeout < 0 or max_samples < 1:
-        raise UsageError(f"--batch_timeout {batch_timeout} must be >= 0 and --max_samples {max_samples} >= 1")
-    missing = [name for name in ("litserve", "prometheus_client") if importlib.util.find_spec(name) is None]
+    if batch_timeout < 0 or drain_seconds < 0:
+        raise UsageError(f"--batch_timeout {batch_timeout} and --drain_seconds {drain_seconds} must be >= 0")
+    missing = [name for name in ("uvicorn", "starlette", "prometheus_client") if importlib.util.find_spec(name) is None]
     if missing:
         raise UsageError(f"serving needs {' and '.join(missing)}, not installed: {INSTALL}")
-    check_port_free(port)  # before the model is loaded: not "serving on ..." and then "Address already in use"
-    run_dir, export_dir = locate(Path(target))
-    model, facts = load_backend(run_dir, export_dir, backend, ckpt_path, worker_threads(workers))
-    shown = {k: v for k, v in facts.items() if k != "tokenizer_json"}  # a tokenizer's vocabulary: too long for /info
-    info = {**shown, "backend": model.name, **run_card(export_dir, run_dir)}
-    with metrics_dir():
-        from proj.extras.serve.api import build_server  # litserve and prometheus_client: only now, after the env var
-
-        server = build_server(model, facts, info, max_samples, max_batch_size, batch_timeout, workers)
-        print(f"serving {model.name} model of {target} on http://127.0.0.1:{port} (POST /predict, GET /info)")
-        run_until_stopped(server, port)
 
 
 def worker_threads(workers: int) -> int:
-    """CPU threads of each model worker: the cores but the one the HTTP process needs to parse requests, shared
-    equally. A thread more only fights the HTTP process for its core: fewer requests / s with batching on
-    (benchmarks/serve.py's load, run with either count)."""
-    return max(1, ((os.cpu_count() or 1) - 1) // workers)
+    """CPU threads of the model (in the server's process: workers 0) or of each model process: the cores but the
+    one the event loop needs to parse requests, shared equally. A thread more only fights the event loop for its
+    core: fewer requests / s with batching on (benchmarks/serve.py's load, run with either count)."""
+    return max(1, ((os.cpu_count() or 1) - 1) // max(workers, 1))
 
 
 def locate(target: Path) -> tuple[Path | None, Path | None]:
@@ -119,16 +148,19 @@ def load_backend(
     return torch_backend(run_dir, ckpt_path or best_checkpoint(run_dir), threads)
 
 
-def check_port_free(port: int) -> None:
+def check_port_free(host: str, port: int) -> None:
     """Whether a server listens on the port already. SO_REUSEADDR, as uvicorn binds: the connections a stopped
     server leaves in TIME_WAIT do not stop a restart on its port."""
-    with socket.socket() as probe:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
+        except socket.gaierror:
+            raise UsageError(f"--host {host} is not an address of this machine: give e.g. 0.0.0.0") from None
         except OSError as err:
             raise UsageError(
-                f"--port {port} on 127.0.0.1 is taken ({err.strerror}): stop what serves there, or give another --port"
+                f"--port {port} on {host} cannot be used ({err.strerror}): stop what serves there, or give another "
+                "--port (or --host)"
             ) from None
 
 
@@ -184,7 +216,7 @@ def torch_backend(run_dir: Path, ckpt: Path, threads: int) -> tuple[Any, dict[st
         "source_checkpoint": str(ckpt),
         **({"tokenizer_json": data["tokenizer"]} if "tokenizer" in data else {}),
     }
-    return TorchBackend(module, threads), facts
+    return TorchBackend(module, threads, ckpt), facts
 
 
 def torch_backend_from_config(run_dir: Path, ckpt: Path, threads: int) -> tuple[Any, dict[str, Any]]:
@@ -204,7 +236,7 @@ def torch_backend_from_config(run_dir: Path, ckpt: Path, threads: int) -> tuple[
         "source_checkpoint": str(ckpt),
         **({"tokenizer_json": dm.stats["tokenizer"]} if "tokenizer" in dm.stats else {}),
     }
-    return TorchBackend(deployable(model, dm), threads), facts
+    return TorchBackend(deployable(model, dm), threads, ckpt), facts
 
 
 def run_card(export_dir: Path | None, run_dir: Path | None) -> dict[str, Any]:
@@ -215,29 +247,6 @@ def run_card(export_dir: Path | None, run_dir: Path | None) -> dict[str, Any]:
             card = json.loads(record.read_text()).get("card")
             return {"card": card} if card is not None else {}
     return {}
-
-
-class metrics_dir:
-    """PROMETHEUS_MULTIPROC_DIR for the server's processes (set before prometheus_client is imported), removed
-    afterwards unless the user gave one."""
-
-    def __enter__(self) -> None:
-        self.own = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-        if self.own:
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="proj-serve-metrics-")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.own:
-            shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
-
-
-def run_until_stopped(server: Any, port: int) -> None:
-    """Run until Ctrl+C or SIGTERM, which stop every process of the server the same way, without a traceback and
-    with exit status 0 (proj.extras.serve.stopping says how)."""
-    from proj.extras.serve.stopping import serve_until_stopped  # litserve: only now
-
-    serve_until_stopped(server, port)
-    print("server stopped")
 
 
 def command(name: str, args: list[str]) -> None:
