@@ -10,10 +10,12 @@ thread count: several processes on a few cores would otherwise each start one th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import nn
+
+if TYPE_CHECKING:  # torch is imported only where a PyTorch model runs: an ONNX model process starts without it
+    from torch import nn
 
 
 class OnnxBackend:

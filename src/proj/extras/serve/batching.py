@@ -1,8 +1,8 @@
 """Dynamic batching in the server's own event loop, and the drain that ends it.
 
-A request's samples wait in a queue. Whenever a model worker is free, the requests waiting (up to max_batch_size
-of them) go to it as one model call: under load the batches grow by themselves, while the worker is busy; when
-the server is idle a request waits at most batch_timeout for others to join it. Every request is answered: its
+A request's samples wait in a queue. Whenever a model worker is free, the requests waiting go to it as one model
+call, with those that come within batch_timeout of the first, up to max_batch_size requests: under load batches
+also grow while the worker is busy with the previous one. Every request is answered: its
 predictions, or `Refused` (503) when the server is shutting down or a model worker died under it.
 
 The drain: once SIGTERM (or Ctrl+C) arrives, no request is queued any more and the waiting ones no longer wait for
@@ -13,6 +13,7 @@ without an answer and the server ends in bounded time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,17 +44,28 @@ class Batcher:
         """The batching loop, a task of the server's event loop for as long as it serves."""
         self.loop, self.queue = asyncio.get_running_loop(), asyncio.Queue()
         self.free = asyncio.Semaphore(self.workers.size)  # a batch is gathered only once a worker can take it
+        self.arrived = asyncio.Event()  # set by each request queued, and by the drain
         self.calls: set[asyncio.Task] = set()
         while True:
             await self.free.acquire()
-            batch = [await self.queue.get()]
-            if self.batch_timeout and self.max_batch_size > 1 and not self.draining and self.queue.empty():
-                await asyncio.sleep(self.batch_timeout)  # idle: let others join
-            while len(batch) < self.max_batch_size and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            call = asyncio.create_task(self.call(batch))
+            call = asyncio.create_task(self.call(await self.gather()))
             self.calls.add(call)  # a reference, or the task could be collected while it runs
             call.add_done_callback(self.calls.discard)
+
+    async def gather(self) -> list[Waiting]:
+        """The next batch: the requests waiting, and those that come within batch_timeout of the first, up to
+        max_batch_size (at once when it is full, or when the drain has begun)."""
+        batch = [await self.queue.get()]
+        deadline = self.loop.time() + self.batch_timeout
+        while True:
+            while len(batch) < self.max_batch_size and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            left = deadline - self.loop.time()
+            if len(batch) >= self.max_batch_size or self.draining or left <= 0:
+                return batch
+            self.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), left)
 
     async def predict(self, x: np.ndarray | list[np.ndarray]) -> np.ndarray:
         """The model's outputs for one request's samples, computed in a batch with the requests waiting beside it."""
@@ -62,6 +74,7 @@ class Batcher:
         waiting = Waiting(x, self.loop.create_future())
         self.unanswered.add(waiting)
         self.queue.put_nowait(waiting)
+        self.arrived.set()
         try:
             return await waiting.answer
         finally:
@@ -95,6 +108,7 @@ class Batcher:
         """From SIGTERM on (called in the event loop): queue nothing new, stop waiting for batches to fill, and
         refuse what is still unanswered `seconds` from now."""
         self.draining = True
+        self.arrived.set()
         self.loop.call_later(seconds, self.refuse_unanswered)
 
     def refuse_unanswered(self) -> None:
