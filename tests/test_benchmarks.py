@@ -64,6 +64,12 @@ def test_benchmark_runs_and_reports_its_result(args, tmp_path, monkeypatch):
     assert report_lines(stdout).strip(), stdout[-3000:]  # and its table below
     if args[0] == "overhead.py":  # the headline ratio has a row of its own
         assert "(goal <= 1.00x)" in rows["Template / plain Lightning with its defaults, the default digits run"]
+    if args[0] == "serve.py":  # the three servers of each case, and both ratios the goals are set on
+        for server in ("minimal server", "proj serve, batching off", "proj serve, batching on"):
+            assert f"smallcnn onnx {server}, concurrency 32" in stdout, stdout[-3000:]
+        assert "batching on / off: smallcnn onnx" in rows[None], rows
+        minimal = rows["Serving: proj serve against a minimal uvicorn + Starlette server, same model"]
+        assert "(goal >= 0.8x for smallcnn onnx: " in minimal, minimal
 
 
 def run_process(args: list[str]) -> str:
