@@ -26,8 +26,8 @@ WORKDIR /app
 COPY constraints.txt ./
 RUN pip install --no-deps --index-url "${TORCH_INDEX}" -c constraints.txt torch
 
-# The core's dependencies and the extras serving needs (serve: LitServe, Prometheus; export: onnxruntime for the
-# ONNX backend), read from pyproject.toml, pinned by constraints.txt. Not the dev, tune or logger extras.
+# The core's dependencies and the extras serving needs (serve: Starlette, uvicorn, Prometheus; export: onnxruntime
+# for the ONNX backend), read from pyproject.toml, pinned by constraints.txt. Not the dev, tune or logger extras.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 extras = p['optional-dependencies']; print('\n'.join(p['dependencies'] + extras['serve'] + extras['export']))" \

