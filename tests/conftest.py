@@ -217,6 +217,7 @@ def pytest_collection_modifyitems(config, items):
     """The slow tests first, so that two workers end together on short ones instead of one waiting for the
     other's last minute-long test. Tests marked `gpu` run only where CUDA is available; CI has none."""
     items.sort(key=lambda item: "slow" not in item.keywords)  # stable: file order within each kind
+    group_by_xdist_marks(config, items)
     import torch
 
     if torch.cuda.is_available():
@@ -225,3 +226,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def group_by_xdist_marks(config, items) -> None:
+    """`--dist loadgroup` sends the tests of one xdist_group to one worker by adding "@<group>" to their node ids on
+    the worker. pytest 9.2 keeps a node id in item._id, so pytest-xdist 3.8's write to item._nodeid no longer
+    reaches item.nodeid (pytest-dev/pytest-xdist#1386): every group was spread over both workers, and each worker
+    trained the shared runs (the default run, the tiny run, the modules' fixtures) again. Done here as xdist means
+    to, where xdist's own write did not take."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        marks = item.iter_markers("xdist_group")
+        names = {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks}
+        suffix = "@" + "_".join(sorted(names))
+        if not names or item.nodeid.endswith(suffix):
+            continue
+        nodeid = item.nodeid + suffix
+        if hasattr(item, "_id"):  # pytest >= 9.2: a structured NodeId, which keeps the string it parsed
+            item._id = type(item._id).parse(nodeid)
+        else:
+            item._nodeid = nodeid
+        if item.nodeid != nodeid:  # another pytest: the groups would be lost without a word, minutes of test time
+            raise RuntimeError(f"{item.nodeid}: its xdist_group did not take; see group_by_xdist_marks in {__file__}")
