@@ -24,6 +24,7 @@ def multilabel_run(tmp_path_factory):
     return trained(tmp_path_factory, "multilabel", *ARGS, "--trainer.max_epochs=6")
 
 
+@pytest.mark.xdist_group("multilabel_run")  # its module fixture is trained once, on one worker
 @pytest.mark.slow
 def test_the_demo_reaches_macro_f1_095_with_thresholds_tuned_on_validation(multilabel_run):
     result, run_dir = multilabel_run
@@ -46,6 +47,7 @@ def run_thresholds(run_dir) -> np.ndarray:
     return np.array(list(json.loads((run_dir / "thresholds.json").read_text()).values()))
 
 
+@pytest.mark.xdist_group("multilabel_run")  # its module fixture is trained once, on one worker
 @pytest.mark.slow
 def test_predictions_hold_each_labels_probability_and_the_set_at_the_thresholds(multilabel_run):
     result, run_dir = multilabel_run
@@ -58,6 +60,7 @@ def test_predictions_hold_each_labels_probability_and_the_set_at_the_thresholds(
         assert row["predicted"] == ";".join(chosen)
 
 
+@pytest.mark.xdist_group("multilabel_run")  # its module fixture is trained once, on one worker
 @pytest.mark.slow
 def test_export_carries_the_thresholds_and_scores_exact_match_as_test_did(multilabel_run, tmp_path, monkeypatch):
     pytest.importorskip("proj.extras.export")  # an extra: its part goes with it
@@ -71,6 +74,7 @@ def test_export_carries_the_thresholds_and_scores_exact_match_as_test_did(multil
     assert info["measured"]["onnx fp32"]["test_exact_match"] == pytest.approx(exact, abs=1e-3)
 
 
+@pytest.mark.xdist_group("multilabel_run")  # its module fixture is trained once, on one worker
 @pytest.mark.slow
 def test_serve_answers_the_labels_set_at_the_thresholds(multilabel_run, monkeypatch):
     pytest.importorskip("proj.extras.serve")

@@ -29,6 +29,7 @@ def summary_features(split) -> tuple[np.ndarray, np.ndarray]:
     return np.array(rows), split.labels.numpy()
 
 
+@pytest.mark.xdist_group("vowels_run")  # its module fixture is trained once, on one worker
 @pytest.mark.slow
 def test_speech_beats_logistic_regression_on_summary_features_of_the_same_split(vowels_run):
     from sklearn.linear_model import LogisticRegression
@@ -83,6 +84,7 @@ def test_augmentations_keep_padding_zero_crop_within_bounds_and_repeat_with_the_
     assert not off.active and torch.equal(off(Padded(values, lengths, padding_mask(lengths, 29))).values, values)
 
 
+@pytest.mark.xdist_group("vowels_run")  # its module fixture is trained once, on one worker
 @pytest.mark.slow
 def test_predictions_name_each_utterance_and_its_speaker(vowels_run):
     result, run_dir = vowels_run
@@ -93,6 +95,7 @@ def test_predictions_name_each_utterance_and_its_speaker(vowels_run):
     assert right / 370 == pytest.approx(float(result.trainer.callback_metrics["test/acc"]), abs=1e-6)
 
 
+@pytest.mark.xdist_group("vowels_run")  # its module fixture is trained once, on one worker
 @pytest.mark.slow
 def test_the_onnx_export_equals_pytorch_on_sequences_of_three_lengths(vowels_run, tmp_path, monkeypatch):
     pytest.importorskip("proj.extras.export")  # an extra: its part goes with it
@@ -116,6 +119,7 @@ def test_the_onnx_export_equals_pytorch_on_sequences_of_three_lengths(vowels_run
             assert np.abs(onnx - module(values, lengths).numpy()).max() < 1e-4, length
 
 
+@pytest.mark.xdist_group("vowels_run")  # its module fixture is trained once, on one worker
 @pytest.mark.slow
 def test_serve_takes_lists_of_frames_and_answers_speakers(vowels_run):
     pytest.importorskip("proj.extras.serve")
@@ -137,6 +141,7 @@ def test_serve_takes_lists_of_frames_and_answers_speakers(vowels_run):
         spec.decode({"inputs": [[]]})
 
 
+@pytest.mark.xdist_group("vowels_run")  # its module fixture is trained once, on one worker
 @pytest.mark.slow
 def test_init_from_the_speech_run_loads_every_weight(vowels_run, in_tmp):
     result, run_dir = vowels_run

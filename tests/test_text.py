@@ -28,6 +28,7 @@ def docstrings_run(tmp_path_factory):
     return trained(tmp_path_factory, "text", *ARGS, "--trainer.enable_model_summary=false")
 
 
+@pytest.mark.xdist_group("docstrings_run")  # its module fixture is trained once, on one worker
 @pytest.mark.slow
 def test_the_bag_of_embeddings_comes_within_003_of_tfidf_logistic_regression_on_the_same_split(docstrings_run):
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -48,6 +49,7 @@ def test_the_bag_of_embeddings_comes_within_003_of_tfidf_logistic_regression_on_
     assert f1 >= baseline - 0.03
 
 
+@pytest.mark.xdist_group("docstrings_run")  # its module fixture is trained once, on one worker
 @pytest.mark.slow
 def test_the_tokenizer_is_trained_on_the_training_split_and_travels_in_the_checkpoint(docstrings_run):
     from tokenizers import Tokenizer
@@ -107,6 +109,7 @@ TOPICS = ["--trainer.max_epochs=20", "--trainer.enable_model_summary=false"]  # 
 NEW = ["the cats sleep", "a sentence about dogs number 99", "dogs " * 300]  # the last one past max_length
 
 
+@pytest.mark.xdist_group("topics_run")  # its module fixture is trained once, on one worker
 def test_predict_on_a_file_of_new_texts_also_without_the_training_file(topics_run):
     result, run_dir = topics_run
     assert float(result.trainer.callback_metrics["test/acc"]) > 0.9
@@ -124,6 +127,7 @@ def test_predict_on_a_file_of_new_texts_also_without_the_training_file(topics_ru
     assert again == predicted
 
 
+@pytest.mark.xdist_group("topics_run")  # its module fixture is trained once, on one worker
 def test_a_text_net_starts_from_a_pretrained_one_of_the_same_tokenizer_and_refuses_another(topics_run, capsys):
     result, run_dir = topics_run
     workdir = run_dir.parents[2]
@@ -251,6 +255,7 @@ def test_augmented_batches_are_seeded_by_epoch_and_place_and_resume_in_the_middl
     assert isinstance(dm.splits["val"], type(train.clean))  # validation is never augmented
 
 
+@pytest.mark.xdist_group("topics_run")  # its module fixture is trained once, on one worker
 def test_a_csv_of_texts_trains_both_nets_and_keeps_ids_integer(topics_run):
     result, run_dir = topics_run  # TextEmbeddingBag
     assert result.datamodule.classes == ["cats", "dogs"]
@@ -262,6 +267,7 @@ def test_a_csv_of_texts_trains_both_nets_and_keeps_ids_integer(topics_run):
     assert float(transformer.trainer.callback_metrics["test/acc"]) > 0.9
 
 
+@pytest.mark.xdist_group("docstrings_run")  # its module fixture is trained once, on one worker
 @pytest.mark.slow
 def test_predict_from_the_runs_config_uses_the_runs_tokenizer(docstrings_run):
     result, run_dir = docstrings_run
@@ -272,6 +278,7 @@ def test_predict_from_the_runs_config_uses_the_runs_tokenizer(docstrings_run):
     assert right / len(rows) == pytest.approx(float(result.trainer.callback_metrics["test/acc"]), abs=1e-6)
 
 
+@pytest.mark.xdist_group("docstrings_run")  # its module fixture is trained once, on one worker
 @pytest.mark.slow
 def test_the_misclassified_validation_texts_are_a_table_in_tensorboards_text_tab(docstrings_run):
     pytest.importorskip("proj.extras.tensorboard_views")

@@ -11,7 +11,7 @@ from scipy import stats
 
 from conftest import DEFAULT, cli, cli_in, usage_error
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("repeat")]  # its module fixture is built once, on one worker
 
 TINY = [
     "--config", DEFAULT, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",

@@ -84,6 +84,7 @@ def probe(cli: ConfigCommandCLI, note: str = "") -> str:
     return note
 
 
+@pytest.mark.xdist_group("run_record")  # its module fixture is trained once, on one worker
 def test_run_json_holds_the_commit_the_packages_the_device_and_the_seed(project):
     repo, _, records = project
     fit = records["fit"]
@@ -98,6 +99,7 @@ def test_run_json_holds_the_commit_the_packages_the_device_and_the_seed(project)
     assert fit["device"]["world_size"] == 1 and fit["device"]["device_names"][0]
 
 
+@pytest.mark.xdist_group("run_record")  # its module fixture is trained once, on one worker
 def test_every_command_into_the_run_is_one_entry(project):
     *_, records = project
     assert [c["command"] for c in records["fit"]["commands"]] == ["fit", "test_after_fit"]
@@ -113,6 +115,7 @@ def test_every_command_into_the_run_is_one_entry(project):
     assert records["resume"]["card"]["trained"]["epochs"] == 2  # the resumed fit's facts
 
 
+@pytest.mark.xdist_group("run_record")  # its module fixture is trained once, on one worker
 def test_final_metrics_are_what_the_logger_recorded(project):
     _, run, records = project
     metrics = records["fit"]["card"]["metrics"]
@@ -124,6 +127,7 @@ def test_final_metrics_are_what_the_logger_recorded(project):
     assert later["val/acc"] == metrics["val/acc"]
 
 
+@pytest.mark.xdist_group("run_record")  # its module fixture is trained once, on one worker
 def test_the_card_names_the_classes_and_metrics_and_keeps_the_users_text(project):
     _, run, records = project
     card = (run / "model_card.md").read_text()
