@@ -110,7 +110,7 @@ def test_every_copied_path_exists_and_reaches_the_build_context_and_nothing_else
     for src in copied:
         assert (ROOT / src).exists(), f"the Dockerfile copies {src}, which is not in the repository"
         assert reaches_the_build(src), f".dockerignore keeps {src} out of the build, which copies it"
-    assert reaches_the_build("src/proj/__main__.py") and reaches_the_build("src/proj/extras/serve/api.py")
+    assert reaches_the_build("src/proj/__main__.py") and reaches_the_build("src/proj/extras/serve/app.py")
     run = "logs/default/version_0/checkpoints/last.ckpt"
     cache = "src/proj/__pycache__/cli.cpython-311.pyc"
     for left_out in (run, ".venv/bin/python", ".git/HEAD", "tests/conftest.py", "notebooks/a.ipynb", cache):

@@ -27,7 +27,7 @@ CORE_PACKAGES = ("torch", "lightning", "torchmetrics", "numpy", "jsonargparse")
 USED_PACKAGES = {
     "sklearn": "scikit-learn", "kornia": "kornia", "tensorboard": "tensorboard", "mlflow": "mlflow",
     "wandb": "wandb", "optuna": "optuna", "ray": "ray", "onnx": "onnx", "onnxruntime": "onnxruntime",
-    "schedulefree": "schedulefree", "litserve": "litserve",
+    "schedulefree": "schedulefree", "pytorch_optimizer": "pytorch-optimizer", "ctgan": "ctgan",
 }  # fmt: skip
 SPLIT_PREFIXES = ("val", "test")  # the final metrics: what validation and test logged last
 SPLIT_WORDS = ("fraction", "seed", "fold", "path", "root", "dir", "file")  # data settings of the splits, not recipe
