@@ -1,4 +1,4 @@
-# The server of a trained run (`python -m proj serve`) in a CPU-only image: docs/container.md.
+# The server of a trained run (`python -m proj serve`) in a CPU-only image: docs/extras/serve_container.md.
 #   docker build -t proj-serve .
 #   docker run --rm -p 8000:8000 -e PROJ_SERVE_API_KEY -v "$PWD/logs/default/version_0:/model:ro" proj-serve
 # Layers go from what changes least to what changes most: torch, the other dependencies, then the source, so an

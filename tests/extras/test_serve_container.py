@@ -1,7 +1,8 @@
-"""The Dockerfile that serves a run (docs/container.md), checked without a Docker engine or a network: the file and
-.dockerignore are parsed, the paths and extras they name are looked up in the repository, the options the image and
-its page pass are looked up in `python -m proj serve --help`, and the health check's Python runs against a local
-HTTP server. A build needs the base image and PyTorch's CPU index, neither of which a test may download."""
+"""The Dockerfile that serves a run (docs/extras/serve_container.md), checked without a Docker engine or a
+network: the file and .dockerignore are parsed, the paths and extras they name are looked up in the repository, the
+options the image and its page pass are looked up in `python -m proj serve --help`, and the health check's Python
+runs against a local HTTP server. A build needs the base image and PyTorch's CPU index, neither of which a test may
+download."""
 
 import json
 import re
@@ -148,7 +149,7 @@ def serve_options_named(text: str) -> set[str]:
 
 
 def test_the_options_the_image_and_its_page_give_serve_exist(capsys):
-    page = serve_options_named((ROOT / "docs" / "container.md").read_text())
+    page = serve_options_named((ROOT / "docs" / "extras" / "serve_container.md").read_text())
     assert {"--host", "--api_key_file", "--tls_cert", "--tls_key", "--port"} <= page, page  # the page shows each
     options = set(re.findall(r"--\w+", help_text(capsys, "serve")))
     named = page | set(re.findall(r"--\w+", the("CMD")[0]))
