@@ -63,13 +63,29 @@ def uninterrupted(tmp_path_factory):
     return last
 
 
-# `data.init_args.device_resident`: the digits fit the device (true, the default "auto"), or a DataLoader.
+def preempted(workdir: Path, args: list[str], caplog, monkeypatch, own_process: bool = False) -> tuple[int, str]:
+    """`python -m proj ARGS` run until the signal that KillAt sends it: (its exit status, what it logged). In a
+    process of its own where `own_process` (the status a shell sees), else in this one, where `python -m proj`
+    raises the SystemExit that is that status (KillAt signals its own process either way; a new process would
+    only import torch and Lightning again, about 8 s)."""
+    if own_process:
+        done = proj(workdir, *args)
+        return done.returncode, done.stderr
+    monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "handlers", [caplog.handler])  # it does not propagate
+    with pytest.raises(SystemExit) as stopped:
+        cli_in(workdir, *args)
+    return stopped.value.code, caplog.text
+
+
+# `data.init_args.device_resident`: the digits fit the device (true, the default "auto"), or a DataLoader. The
+# first one is stopped in a process of its own, the status a scheduler sees; the others in this process.
 @pytest.mark.parametrize("resident", ["true", "false"], ids=["device_resident", "dataloader"])
-def test_sigterm_mid_epoch_exits_non_zero_and_resumes_bitwise(tmp_path, uninterrupted, resident):
+def test_sigterm_mid_epoch_exits_non_zero_and_resumes_bitwise(tmp_path, uninterrupted, resident, caplog, monkeypatch):
     run = [*RUN, f"--data.init_args.device_resident={resident}"]
-    done = proj(tmp_path, *run, kill_at(epoch=1, batch=3, signal="SIGTERM"))
-    assert done.returncode == 143, done.stderr[-3000:]  # 128 + SIGTERM: not taken for a finished run
-    assert "Preempted: saved" in done.stderr
+    args = [*run, kill_at(epoch=1, batch=3, signal="SIGTERM")]
+    status, err = preempted(tmp_path, args, caplog, monkeypatch, own_process=resident == "true")
+    assert status == 143, err[-3000:]  # 128 + SIGTERM: not taken for a finished run
+    assert "Preempted: saved" in err
     assert torch.load(tmp_path / LAST, weights_only=True)["global_step"] == 6 + 4  # mid-epoch 1, after batch 3
     cli_in(tmp_path, "fit", "--resume", str(RUN_DIR))  # the rest of epoch 1 from batch 4, then epoch 2
     assert_same_weights(uninterrupted(resident), tmp_path / LAST)
@@ -78,23 +94,26 @@ def test_sigterm_mid_epoch_exits_non_zero_and_resumes_bitwise(tmp_path, uninterr
         assert logged(tmp_path / RUN_DIR, tag) == logged(uninterrupted(resident).parents[1], tag), tag
 
 
-def test_sigterm_mid_epoch_with_schedule_free_resumes_bitwise(tmp_path, uninterrupted):
+def test_sigterm_mid_epoch_with_schedule_free_resumes_bitwise(tmp_path, uninterrupted, caplog, monkeypatch):
     """Schedule-Free trains at y and checkpoints x (its averaged weights): the checkpoint also holds y, which the
     resumed run starts from; y rebuilt from x differs in the last bits (1e-7 after two epochs)."""
     schedule_free = ("--config", str(ROOT / "configs" / "optim" / "schedulefree_adamw.yaml"))
     run = [*RUN, "--data.init_args.device_resident=true", *schedule_free]
-    done = proj(tmp_path, *run, kill_at(epoch=1, batch=3, signal="SIGTERM"))
-    assert done.returncode == 143, done.stderr[-3000:]
+    status, err = preempted(tmp_path, [*run, kill_at(epoch=1, batch=3, signal="SIGTERM")], caplog, monkeypatch)
+    assert status == 143, err[-3000:]
     cli_in(tmp_path, "fit", "--resume", str(RUN_DIR))
     assert_same_weights(uninterrupted("true", *schedule_free), tmp_path / LAST)
 
 
-def test_sigterm_inside_an_accumulation_window_stops_at_its_end_and_resumes_bitwise(tmp_path, uninterrupted):
+def test_sigterm_inside_an_accumulation_window_stops_at_its_end_and_resumes_bitwise(
+    tmp_path, uninterrupted, caplog, monkeypatch
+):
     """A signal after the first batch of a 2-batch window: the run stops once the window's optimizer step is
     done, not with half a window of summed gradients that no checkpoint holds."""
     run = [*RUN, "--data.init_args.device_resident=true", "--trainer.accumulate_grad_batches=2"]
-    done = proj(tmp_path, *run, kill_at(epoch=1, batch=2, signal="SIGTERM"))  # before batch 2: the window's first
-    assert done.returncode == 143, done.stderr[-3000:]
+    kill = kill_at(epoch=1, batch=2, signal="SIGTERM")  # before batch 2: the window's first
+    status, err = preempted(tmp_path, [*run, kill], caplog, monkeypatch)
+    assert status == 143, err[-3000:]
     assert torch.load(tmp_path / LAST, weights_only=True)["global_step"] == 3 + 2  # after batch 3, the window's end
     cli_in(tmp_path, "fit", "--resume", str(RUN_DIR))
     assert_same_weights(uninterrupted("true", "--trainer.accumulate_grad_batches=2"), tmp_path / LAST)
