@@ -108,21 +108,36 @@ def test_fsdp2_shards_parameters_and_reloads_in_one_process(tmp_path):
     assert single_process_test_accuracy(checkpoint) > 0.5
 
 
-def test_ddp_sigterm_mid_epoch_exits_non_zero_and_resumes_bitwise(tmp_path):
-    # Ranks seeded apart: each has its own dropout, augmentation and MixUp stream, which the checkpoint must
+def recipes_stack() -> list[str]:
+    """RandAugment, drop-path and layer decay, with the optim_extras extra's AGC and SAM where it is present."""
+    files = ["augment/randaugment.yaml", "model/resnet20_drop_path.yaml", "optim/layer_decay.yaml"]
+    files += [f for f in ("callbacks/agc.yaml", "optim/sam.yaml") if (CONFIGS / f).is_file()]
+    return [*(arg for f in files for arg in ("--config", str(CONFIGS / f))), "--model.init_args.net.init_args.depth=8"]
+
+
+def test_ddp_yaml_with_a_stack_of_recipes_stops_on_sigterm_mid_epoch_and_resumes_bitwise(tmp_path):
+    """configs/trainer/ddp.yaml on two CPU processes, stacked with recipes of docs/techniques.md (SAM's two passes
+    are two gradient all-reduces a step): it asks for SyncBatchNorm, which torch runs on GPUs only, so on CPUs it
+    is switched off with one info line instead of failing in every process, and the run saves finite weights.
+    The same run signalled mid-epoch exits non-zero and resumes to those weights bitwise. One two-process run
+    checks both (each costs two interpreters that import torch and Lightning)."""
+    # Ranks seeded apart: each has its own drop-path, augmentation and MixUp stream, which the checkpoint must
     # keep for each rank. Only rank 0 is signalled; every rank has to stop at the same batch.
     flags = [
-        "--config", str(CONFIGS / "experiment" / "digits_augmented.yaml"), "--trainer.strategy=ddp",
-        "--trainer.devices=2", "--trainer.max_epochs=2", "--trainer.limit_train_batches=4",
-        "--trainer.limit_val_batches=1", "--test_after_fit=false",
+        "--config", str(CONFIGS / "experiment" / "digits_augmented.yaml"), *recipes_stack(),
+        "--config", str(CONFIGS / "trainer" / "ddp.yaml"), "--trainer.devices=2", "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=1", "--test_after_fit=false",
         '--trainer.callbacks+={"class_path": "helpers.SeedPerRank"}',
     ]  # fmt: skip
     kill = '{"class_path": "helpers.KillAt", "init_args": {"epoch": 1, "batch": 1, "signal": "SIGTERM", "rank": 0}}'
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     straight.mkdir(), stopped.mkdir()
-    run(straight, *ARGS, *flags)
-    done = run(stopped, *ARGS, *flags, f"--trainer.callbacks+={kill}", status=143)
+    done = run(straight, *ARGS, *flags)
+    assert done.stderr.count("trainer.sync_batchnorm=true needs GPUs") == 1, done.stderr[-3000:]
     last = Path("logs/digits_augmented/version_0/checkpoints/last.ckpt")
+    weights = torch.load(straight / last, weights_only=True)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    done = run(stopped, *ARGS, *flags, f"--trainer.callbacks+={kill}", status=143)
     assert torch.load(stopped / last, weights_only=True)["global_step"] == 4 + 2, done.stderr[-3000:]
     run(stopped, "fit", "--resume", str(last.parent.parent), "--trainer.devices=2")
     a, b = (torch.load(d / last, weights_only=True)["state_dict"] for d in (straight, stopped))
@@ -152,25 +167,3 @@ def test_two_nodes_simulated_with_torchrun(tmp_path):
     first, second = records(tmp_path)
     assert first["world_size"] == second["world_size"] == 2
     assert torch.load(one_run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
-
-
-def recipes_stack() -> list[str]:
-    """RandAugment, drop-path and layer decay, with the optim_extras extra's AGC and SAM where it is present."""
-    files = ["augment/randaugment.yaml", "model/resnet20_drop_path.yaml", "optim/layer_decay.yaml"]
-    files += [f for f in ("callbacks/agc.yaml", "optim/sam.yaml") if (CONFIGS / f).is_file()]
-    return [*(arg for f in files for arg in ("--config", str(CONFIGS / f))), "--model.init_args.net.init_args.depth=8"]
-
-
-def test_ddp_yaml_runs_as_written_on_two_cpu_processes_with_a_stack_of_recipes(tmp_path):
-    """configs/trainer/ddp.yaml asks for SyncBatchNorm, which torch runs on GPUs only: on CPUs it is switched off
-    with one info line, instead of failing in every process. The run stacks recipes of docs/techniques.md (SAM's two
-    passes are two gradient all-reduces a step) and saves finite weights."""
-    done = run(
-        tmp_path, "fit", "--config", DEFAULT, *recipes_stack(), "--config", str(CONFIGS / "trainer" / "ddp.yaml"),
-        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
-        "--test_after_fit=false",
-    )  # fmt: skip
-    assert done.stderr.count("trainer.sync_batchnorm=true needs GPUs") == 1, done.stderr[-3000:]
-    weights = torch.load(one_run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
